@@ -1,0 +1,144 @@
+"""One place for every fact the project shares: the 840 frame, the matching thresholds, the
+answer/prompt templates and the data_source -> task table.
+
+Everything else (data_prep, rewards, GT alignment, metrics, evaluation) imports from here.
+No imports beyond the standard library, so this module is cheap to load anywhere (ray
+workers, reward processes, data-prep pools).
+
+Label formats (``reward_model.ground_truth`` in the parquet, written by data_prep):
+
+* grounding / anomaly / lesion: a JSON list of objects
+  ``[{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}, ...]``, integers in the FRAME x FRAME
+  frame, ``x1 <= x2``, ``y1 <= y2``, the point inside its box. ``"[]"`` is a non-object sample
+  (nothing matches / normal product).
+* gui: a JSON list with exactly one object ``{"bbox_2d": element box, "point_2d": element
+  centre}``; the model answers ``[{"point_2d": [x, y]}]`` and is right when the point lies in
+  the box.
+* math: the canonical answer string (``"3"``, ``"\\frac{1}{2}"``). Multiple choice: the option
+  letter (``"B"``), with the option texts in ``extra_info["choices"]`` (so letter or option text
+  are both accepted by the scorer).
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------------------------
+# Geometry (METHOD.md §4, §5)
+# --------------------------------------------------------------------------------------------
+FRAME = 840  # images are resized to FRAME x FRAME; every coordinate lives in this frame
+IOU_MATCH = 0.5  # a predicted box matches a GT box when IoU > IOU_MATCH
+BOX_L1_MATCH = 10  # ... or when the mean L1 distance of its corners is < BOX_L1_MATCH pixels
+POINT_MATCH = 30  # a predicted point matches when it is < POINT_MATCH px from the GT point
+MAX_OBJECTS = 120  # at most this many objects are parsed / matched on either side
+MAX_RESPONSE_CHARS = 20_000  # responses longer than this are cut before parsing (bounded work)
+
+# --------------------------------------------------------------------------------------------
+# Answer format
+# --------------------------------------------------------------------------------------------
+# The answer template the policy is trained to emit, and that align_gt wraps the GT in
+# (METHOD.md §3.1). `{answer}` is the serialised JSON list (grounding) or the answer string.
+ANSWER_TEMPLATE = "<answer>{answer}</answer>"
+THINK_ANSWER_PATTERN = r"<think>.*?</think>\s*<answer>.*?</answer>"  # whole-response match, DOTALL
+BBOX_KEY = "bbox_2d"
+POINT_KEY = "point_2d"
+
+# --------------------------------------------------------------------------------------------
+# Tasks and data sources
+# --------------------------------------------------------------------------------------------
+TASKS = ("grounding", "gui", "anomaly", "lesion", "math")
+
+# data_source (written by data_prep, read by the reward dispatcher and the evaluator) -> task
+DATA_SOURCE_TASK: dict[str, str] = {
+    "grefcoco": "grounding",
+    "refcoco": "grounding",
+    "refcoco+": "grounding",
+    "refcocog": "grounding",
+    "reasonseg": "grounding",
+    "visurf_mix": "grounding",
+    "synthetic_grounding": "grounding",
+    "realiad": "anomaly",
+    "isic2018": "lesion",
+    "omniact": "gui",
+    "mathvista": "math",
+    "geo3k": "math",
+    "synthetic_math": "math",
+}
+
+# `ability` column of the parquet, per task (verl's schema field)
+TASK_ABILITY = {
+    "grounding": "grounding",
+    "gui": "gui_grounding",
+    "anomaly": "anomaly_detection",
+    "lesion": "lesion_detection",
+    "math": "math",
+}
+
+
+def task_of(data_source: str) -> str:
+    """Task name for a data_source; ValueError naming the unknown source and the known ones."""
+    try:
+        return DATA_SOURCE_TASK[data_source]
+    except KeyError:
+        known = ", ".join(sorted(DATA_SOURCE_TASK))
+        raise ValueError(f"unknown data_source {data_source!r}; known: {known}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt templates (the single source; data_prep fills them, nothing copies them)
+# --------------------------------------------------------------------------------------------
+# Grounding-style prompt (VisionReasoner style): boxes + points in the 840 frame, `[]` when
+# nothing matches. `{question}` is the referring expression / reasoning query.
+GROUNDING_PROMPT = (
+    '<image>Please find "{question}" with bboxs and points. '
+    "Compare the difference between objects and find the most closely matched one(s). "
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags. "
+    "Output the bbox(es) and point(s) inside the interested object(s) in JSON format, "
+    'i.e., <think> thinking process here </think><answer>[{{"bbox_2d": [10, 100, 200, 210], '
+    '"point_2d": [30, 110]}}, {{"bbox_2d": [225, 296, 706, 786], "point_2d": [302, 410]}}]</answer>. '
+    "If no object matches, answer <answer>[]</answer>."
+)
+
+# GUI grounding (OmniACT): one point on the element to act on.
+GUI_PROMPT = (
+    "<image>In this screenshot, where should I click to {question}? "
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags. "
+    'Output the point to click in JSON format, i.e., <think> thinking process here </think>'
+    '<answer>[{{"point_2d": [300, 410]}}]</answer>.'
+)
+
+# Anomaly detection (Real-IAD): defect boxes, `[]` for a normal sample.
+ANOMALY_PROMPT = (
+    '<image>Please find the defects on this "{question}" with bboxs and points. '
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags. "
+    'Output them in JSON format, i.e., <think> thinking process here </think><answer>[{{"bbox_2d": '
+    '[10, 100, 200, 210], "point_2d": [30, 110]}}]</answer>. If the object is normal, answer <answer>[]</answer>.'
+)
+
+# Lesion detection (ISIC 2018): the lesion box.
+LESION_PROMPT = (
+    "<image>Please find the skin lesion in this dermoscopic image with a bbox and a point. "
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags. "
+    'Output it in JSON format, i.e., <think> thinking process here </think><answer>[{{"bbox_2d": '
+    '[10, 100, 200, 210], "point_2d": [30, 110]}}]</answer>.'
+)
+
+# Math (MathVista, Geometry3K): `{question}` already contains the choices when there are any.
+MATH_PROMPT = (
+    "<image>{question}\n"
+    "Output the thinking process in <think> </think> and the final answer (only the number, "
+    "expression or option letter) in <answer> </answer> tags."
+)
+
+TASK_PROMPT = {
+    "grounding": GROUNDING_PROMPT,
+    "gui": GUI_PROMPT,
+    "anomaly": ANOMALY_PROMPT,
+    "lesion": LESION_PROMPT,
+    "math": MATH_PROMPT,
+}
+
+
+def build_prompt(task: str, question: str) -> str:
+    """The user message text for `task` (contains exactly one `<image>` placeholder)."""
+    if task not in TASK_PROMPT:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    return TASK_PROMPT[task].format(question=question)
