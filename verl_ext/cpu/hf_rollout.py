@@ -1,0 +1,224 @@
+"""HF-transformers rollout for verl 0.9.1 on CPU, registered as ``rollout.name=hf``.
+
+verl 0.9.1 generates through agent loops that call a rollout *server* token-in/token-out
+(``generate(prompt_ids, sampling_params, request_id, image_data=...) -> TokenOutput``) and
+syncs trainer weights into the server after each step. vllm/sglang need a GPU; this module
+provides the same two halves with plain ``transformers``:
+
+* ``HFRolloutServer`` — a ray actor holding a Qwen2.5-VL (any ``AutoModelForImageTextToText``)
+  and its processor. ``generate`` runs HF ``generate`` with the images' ``pixel_values`` /
+  ``image_grid_thw`` (the model computes the 3-D rope positions itself), returns the sampled
+  ids and their log-probs under the *sampling* distribution (temperature applied, like
+  vllm), and never samples vision special tokens (a random tiny model otherwise emits
+  ``<|image_pad|>`` and the next actor forward fails on an image-token count mismatch).
+* ``HFCPUReplica`` (``RolloutReplicaRegistry["hf"]``) — launches/looks up the server actor.
+* ``HFServerAdapter`` (``_ROLLOUT_REGISTRY[("hf", "async")]``) — lives in the actor worker and
+  forwards updated weights to the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any, Optional
+
+import ray
+import torch
+from verl.workers.rollout.base import _ROLLOUT_REGISTRY, BaseRollout
+from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
+
+from verl_ext.tiny import vision_token_ids
+
+logger = logging.getLogger(__name__)
+ROLLOUT_NAME = "hf"
+
+
+def server_actor_name(replica_rank: int) -> str:
+    """Name of the ray actor serving replica ``replica_rank`` (namespaced per ray job)."""
+    return f"visurf_hf_rollout_{replica_rank}_{ray.get_runtime_context().get_job_id()}"
+
+
+def sampled_log_probs(scores: tuple[torch.Tensor, ...], token_ids: torch.Tensor) -> torch.Tensor:
+    """log p(token_t) under the processed (temperature/top-k/top-p) logits HF sampled from.
+
+    ``scores``: tuple of T tensors [1, V] (HF ``output_scores``); ``token_ids``: [T].
+    Returns [T] float32: ``log_softmax(scores_t)[token_t]``, one vectorised gather.
+    """
+    logits = torch.cat(scores, dim=0).float()  # [T, V]
+    return torch.log_softmax(logits, dim=-1).gather(-1, token_ids[:, None]).squeeze(-1)
+
+
+class HFRolloutServer:
+    """Token-in/token-out generation server (ray actor) for one rollout replica."""
+
+    def __init__(self, model_path: str, response_length: int):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.tokenizer = self.processor.tokenizer
+        self.response_length = response_length
+        self.blocked_ids = vision_token_ids(self.model.config)
+        self.eos_token_id = self.tokenizer.eos_token_id
+        self.global_steps = None
+        self.n_updates = 0
+        self._lock = asyncio.Lock()  # one generate at a time: the CPU is the bottleneck anyway
+        self._key_map: dict[str, str] = {}
+
+    # ----------------------------------------------------------------------------- weights
+    def _resolve(self, name: str, own: dict[str, torch.Tensor], shape) -> Optional[str]:
+        """Map a trainer parameter name onto this model's state-dict key (cached)."""
+        if name in self._key_map:
+            return self._key_map[name]
+        candidates = (
+            name,
+            name.replace("model.language_model.", "model.", 1),
+            name.replace("model.", "model.language_model.", 1),
+            "model." + name,
+            name.replace("model.visual.", "visual.", 1),
+            name.replace("visual.", "model.visual.", 1),
+        )
+        for key in candidates:
+            if key in own and tuple(own[key].shape) == tuple(shape):
+                self._key_map[name] = key
+                return key
+        return None
+
+    def update_weights(self, state: dict[str, torch.Tensor], global_steps=None) -> dict:
+        own = self.model.state_dict()
+        matched, unmatched = {}, []
+        for name, tensor in state.items():
+            key = self._resolve(name, own, tensor.shape)
+            if key is None:
+                unmatched.append(name)
+            else:
+                matched[key] = tensor
+        if unmatched:
+            raise RuntimeError(f"hf rollout: {len(unmatched)} trainer tensors match no server weight, "
+                               f"e.g. {unmatched[:3]}")
+        self.model.load_state_dict(matched, strict=False)
+        self.global_steps = global_steps
+        self.n_updates += 1
+        return {"matched": len(matched), "server_tensors": len(own)}
+
+    # ----------------------------------------------------------------------------- generate
+    def _generation_kwargs(self, sampling_params: dict[str, Any]) -> dict[str, Any]:
+        max_tokens = sampling_params.get("max_tokens") or sampling_params.get("max_new_tokens")
+        temperature = float(sampling_params.get("temperature", 1.0) or 0.0)
+        kwargs = dict(
+            max_new_tokens=int(max_tokens or self.response_length),
+            do_sample=temperature > 0,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.eos_token_id,
+            suppress_tokens=self.blocked_ids,
+        )
+        if temperature > 0:
+            top_k = int(sampling_params.get("top_k", -1) or -1)
+            kwargs.update(temperature=temperature, top_p=float(sampling_params.get("top_p", 1.0) or 1.0),
+                          top_k=top_k if top_k > 0 else 0)
+        return kwargs
+
+    @torch.no_grad()
+    def _generate(self, inputs: dict[str, torch.Tensor], kwargs: dict[str, Any]):
+        out = self.model.generate(**inputs, **kwargs)
+        new_ids = out.sequences[0, inputs["input_ids"].shape[1]:]
+        log_probs = sampled_log_probs(out.scores, new_ids)
+        hits = (new_ids == self.eos_token_id).nonzero()
+        if len(hits):  # keep the EOS, drop HF's padding after it
+            cut = int(hits[0]) + 1
+            new_ids, log_probs = new_ids[:cut], log_probs[:cut]
+        return new_ids.tolist(), log_probs.tolist()
+
+    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
+                       image_data: Optional[list[Any]] = None, video_data=None, **kwargs) -> TokenOutput:
+        if video_data:
+            raise NotImplementedError("the CPU hf rollout handles images only, not video")
+        inputs = {"input_ids": torch.tensor([prompt_ids]),
+                  "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long)}
+        if image_data:
+            pixels = self.processor.image_processor(images=image_data, return_tensors="pt")
+            inputs["pixel_values"] = pixels["pixel_values"]
+            inputs["image_grid_thw"] = pixels["image_grid_thw"]
+        gen_kwargs = self._generation_kwargs(sampling_params)
+        async with self._lock:
+            token_ids, log_probs = await asyncio.to_thread(self._generate, inputs, gen_kwargs)
+        stop = "completed" if token_ids and token_ids[-1] == self.eos_token_id else "length"
+        return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason=stop,
+                           extra_fields={"global_steps": self.global_steps})
+
+    # ----------------------------------------------------------------------------- control plane
+    # vllm frees/restores GPU memory around training; on CPU there is nothing to free.
+    async def wake_up(self): ...
+    async def sleep(self): ...
+    async def clear_kv_cache(self): ...
+    async def release_kv_cache(self): ...
+    async def resume_kv_cache(self): ...
+    async def abort_all_requests(self, reject_request: bool = False): ...
+    async def resume_generation(self): ...
+    async def start_profile(self, **kwargs): ...
+    async def stop_profile(self): ...
+
+    def ping(self) -> int:
+        return self.n_updates
+
+
+class HFCPUReplica(RolloutReplica):
+    """One rollout replica = one ``HFRolloutServer`` actor (CPU only, no GPU bundle)."""
+
+    def rollout_worker_use_gpu(self) -> bool:
+        return False
+
+    async def launch_servers(self):
+        name = server_actor_name(self.replica_rank)
+        try:
+            handle = ray.get_actor(name)
+        except ValueError:
+            model_path = getattr(self.model_config, "local_path", None) or self.model_config.path
+            handle = ray.remote(HFRolloutServer).options(
+                name=name, num_cpus=0, max_concurrency=self.max_concurrency
+            ).remote(model_path, self.config.response_length)
+        await handle.ping.remote()
+        self.servers = [handle]
+        self._server_handle = handle
+        self._server_address = f"hf-cpu-{self.replica_rank}"
+
+
+class HFServerAdapter(BaseRollout):
+    """Actor-worker side: receives the trainer's weights and pushes them to the server actor."""
+
+    def __init__(self, config, model_config, device_mesh, *args, **kwargs):
+        super().__init__(config, model_config, device_mesh, *args, **kwargs)
+        world = (self.config.tensor_model_parallel_size * self.config.data_parallel_size
+                 * self.config.pipeline_model_parallel_size)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.replica_rank = rank // world
+        self.is_leader = rank % world == 0
+
+    async def resume(self, tags: list[str]):
+        pass
+
+    async def release(self):
+        pass
+
+    async def update_weights(self, weights, wire_format: str = "named_tensors", **kwargs):
+        if wire_format != "named_tensors":
+            raise NotImplementedError(f"hf rollout supports wire_format='named_tensors' only, got {wire_format!r}")
+        state = {}
+        for name, tensor in weights:  # every rank must drain the generator (collective full_tensor)
+            if hasattr(tensor, "full_tensor"):
+                tensor = tensor.full_tensor()
+            state[name] = tensor.detach().to("cpu", dtype=torch.float32).clone()
+        if self.is_leader:
+            server = ray.get_actor(server_actor_name(self.replica_rank))
+            info = await server.update_weights.remote(state, kwargs.get("global_steps"))
+            logger.info("hf rollout weight sync: %s", info)
+
+
+def register() -> None:
+    """Make ``rollout.name=hf`` resolvable by verl (idempotent)."""
+    _ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{__name__}.HFServerAdapter"
+    RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: HFCPUReplica)

@@ -1,0 +1,241 @@
+"""Build a tiny random Qwen2.5-VL (model + tokenizer + processor) offline, deterministically.
+
+    python -m verl_ext.tiny --out DIR [--hidden 64] [--layers 2] [--vocab 1000] [--seed 0]
+
+The result loads with ``AutoModelForImageTextToText.from_pretrained(DIR)`` and
+``AutoProcessor.from_pretrained(DIR)``. The tokenizer is a ByteLevel BPE trained on local
+text (the project's own prompt templates plus answer strings and Python's standard-library
+sources) with Qwen2.5-VL's special tokens and chat template, so ``apply_chat_template``
+produces the real Qwen2.5-VL prompt format. The image processor uses small min/max pixels
+so an 840x840 image becomes at most 64 visual tokens. Used by tests, the CPU demo and the
+evaluation tests; nothing is downloaded (works with ``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from verl_ext.constants import FRAME, TASK_PROMPT
+
+# Qwen2.5-VL's added special tokens, in the official order (ids follow the BPE vocabulary here).
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# Qwen2.5-VL-Instruct's chat template (chat_template.json of the released model).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+PATCH = 28  # Qwen2.5-VL: 14 px patches merged 2x2 -> one visual token per 28x28 px
+MIN_PIXELS = PATCH * PATCH * 4
+MAX_PIXELS = PATCH * PATCH * 64  # an 840x840 image -> 224x224 -> 64 visual tokens
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Size of the tiny model. ``hidden`` must be divisible by ``heads`` (head_dim = hidden/heads)."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    vision_hidden: int = 32
+    vision_depth: int = 2
+    vocab: int = 1000  # BPE merges target; the embedding is padded to a multiple of 64
+    seed: int = 0
+
+
+def _corpus(seed: int) -> list[str]:
+    """Local training text: the task prompts, answer strings in the rollout style, stdlib code."""
+    rng = random.Random(seed)
+    words = ["red", "green", "blue", "yellow", "circle", "square", "triangle", "left", "right", "top",
+             "bottom", "large", "small", "the", "object", "image", "answer", "think", "because"]
+    lines = [t.format(question=" ".join(rng.choices(words, k=3))) for t in TASK_PROMPT.values()]
+    for _ in range(2000):
+        objs = []
+        for _ in range(rng.randint(0, 3)):
+            x1, y1 = rng.randrange(FRAME // 2), rng.randrange(FRAME // 2)
+            x2, y2 = x1 + rng.randrange(1, FRAME // 2), y1 + rng.randrange(1, FRAME // 2)
+            objs.append({"bbox_2d": [x1, y1, x2, y2], "point_2d": [(x1 + x2) // 2, (y1 + y2) // 2]})
+        think = " ".join(rng.choices(words, k=rng.randint(3, 12)))
+        lines.append(f"<think>{think}</think><answer>{json.dumps(objs)}</answer>")
+        lines.append(f"<think>{think}</think><answer>{rng.randint(0, 999)}</answer>")
+    stdlib = sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "*.py")))[:40]
+    for path in stdlib:
+        with open(path, encoding="utf-8", errors="ignore") as f:
+            lines.append(f.read())
+    return lines
+
+
+def build_tokenizer(spec: TinySpec):
+    """ByteLevel BPE with Qwen2.5-VL's special tokens and chat template (a Qwen2TokenizerFast)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import Qwen2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(spec.seed), trainer)
+    hf_tok = Qwen2TokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        clean_up_tokenization_spaces=False,
+    )
+    hf_tok.chat_template = CHAT_TEMPLATE
+    return hf_tok
+
+
+def build_processor(tokenizer):
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
+    image_processor = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, size=size)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, size=size)
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        video_processor=video_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_model(spec: TinySpec, tokenizer):
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    if spec.hidden % spec.heads or spec.heads % spec.kv_heads:
+        raise ValueError(f"hidden ({spec.hidden}) must divide by heads ({spec.heads}), heads by kv_heads")
+    head_dim = spec.hidden // spec.heads
+    if head_dim % 8:
+        raise ValueError(f"head_dim = hidden/heads = {head_dim} must be a multiple of 8 (3-D rope sections)")
+    half = head_dim // 2
+    mrope = [half // 4, half // 4, half - 2 * (half // 4)]  # temporal, height, width (16 -> 2,2,4)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vocab = -(-len(tokenizer) // 64) * 64
+    text = dict(
+        vocab_size=vocab, hidden_size=spec.hidden, intermediate_size=2 * spec.hidden,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=4096, rope_theta=10000.0, tie_word_embeddings=False,
+        rope_scaling={"type": "mrope", "mrope_section": mrope}, torch_dtype="float32",
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(
+        depth=spec.vision_depth, hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
+        num_heads=2, out_hidden_size=spec.hidden, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+        window_size=56, fullatt_block_indexes=[spec.vision_depth - 1], in_chans=3, tokens_per_second=2,
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        vision_token_id=ids["<|vision_pad|>"],
+    )
+    config.bos_token_id, config.eos_token_id, config.pad_token_id = (
+        text["bos_token_id"], text["eos_token_id"], text["pad_token_id"])
+    torch.manual_seed(spec.seed)
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def build_tiny(out: str | os.PathLike, spec: TinySpec = TinySpec(), force: bool = False) -> Path:
+    """Write model, tokenizer, processor and generation config to ``out``; returns the path.
+
+    Skips the work when ``out`` already holds a build of the same spec (unless ``force``).
+    """
+    from transformers import GenerationConfig
+
+    out = Path(out)
+    marker = out / "tiny_spec.json"
+    if not force and marker.exists() and json.loads(marker.read_text()) == asdict(spec):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(spec)
+    processor = build_processor(tokenizer)
+    model = build_model(spec, tokenizer)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    GenerationConfig(
+        bos_token_id=model.config.bos_token_id, eos_token_id=model.config.eos_token_id,
+        pad_token_id=model.config.pad_token_id, do_sample=True, temperature=1.0,
+    ).save_pretrained(out)
+    marker.write_text(json.dumps(asdict(spec)))
+    return out
+
+
+def vision_token_ids(config) -> list[int]:
+    """Ids a rollout must never sample: image/video placeholders and the vision start/end markers."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "vision_token_id")
+    return sorted({t for t in (getattr(config, n, None) for n in names) if t is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="example: python -m verl_ext.tiny --out /tmp/tiny-qwen25vl --hidden 64 --layers 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, help="output directory (created)")
+    parser.add_argument("--hidden", type=int, default=TinySpec.hidden, help="text hidden size")
+    parser.add_argument("--layers", type=int, default=TinySpec.layers, help="text decoder layers")
+    parser.add_argument("--vocab", type=int, default=TinySpec.vocab, help="BPE vocabulary size")
+    parser.add_argument("--seed", type=int, default=TinySpec.seed)
+    parser.add_argument("--force", action="store_true", help="rebuild even if DIR holds the same spec")
+    args = parser.parse_args(argv)
+    spec = TinySpec(hidden=args.hidden, layers=args.layers, vocab=args.vocab, seed=args.seed)
+    out = build_tiny(args.out, spec, force=args.force)
+    from transformers import AutoModelForImageTextToText
+
+    n = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(out).parameters())
+    print(f"tiny Qwen2.5-VL ({n:,} parameters, {spec}) -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
