@@ -1,0 +1,253 @@
+"""recipe.visurf.evaluate: score-only end to end (hand-computed metrics), compare, generate mode
+with the tiny model on synthetic parquet (resumable), and loading a verl FSDP checkpoint."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recipe.visurf import evaluate as E
+
+
+def _resp(answer, think="look at it"):
+    return f"<think>{think}</think><answer>{json.dumps(answer) if not isinstance(answer, str) else answer}</answer>"
+
+
+def _obj(box, point=None):
+    point = point or [(box[0] + box[2]) // 2, (box[1] + box[3]) // 2]
+    return {"bbox_2d": box, "point_2d": point}
+
+
+def _line(id_, ds, gt, response, **extra):
+    gt = gt if isinstance(gt, str) else json.dumps(gt)
+    return {"id": id_, "data_source": ds, "ground_truth": gt, "response": response, **extra}
+
+
+# --------------------------------------------------------------------------------------------
+# parsing adapter
+# --------------------------------------------------------------------------------------------
+def test_parse_response_adapter():
+    p = E.parse_response(_resp([_obj([0, 0, 10, 10])], think="two words"), "grounding")
+    assert p.format_valid and p.answer_valid and not p.empty and p.think == "two words"
+    assert p.boxes.tolist() == [[0, 0, 10, 10]]
+    p = E.parse_response(_resp([]), "grounding")
+    assert p.format_valid and p.empty and len(p.boxes) == 0
+    p = E.parse_response("no tags at all", "grounding")
+    assert not p.format_valid and not p.answer_valid and not p.empty
+    p = E.parse_response(_resp([{"bbox_2d": [0, 0, 10, 10]}]), "grounding")  # point missing
+    assert p.answer_valid and not p.format_valid and len(p.boxes) == 1
+    p = E.parse_response(_resp([{"point_2d": [3, 4]}]), "gui")
+    assert p.format_valid and p.points.tolist() == [[3, 4]]
+    p = E.parse_response(_resp("\\boxed{42}"), "math")
+    assert p.format_valid and p.answer == "42"
+    assert not E.parse_response("<think></think><answer> </answer>", "math").answer_valid
+
+
+# --------------------------------------------------------------------------------------------
+# score-only mode, end to end
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def predictions(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    left = np.zeros((84, 84), dtype=np.uint8)
+    left[:, :42] = 255
+    Image.fromarray(left).save(tmp_path / "m1.png")
+    top = np.zeros((84, 84), dtype=np.uint8, order="F")
+    top[:42, :] = 1
+    rle = mask_utils.encode(top)
+    rle["counts"] = rle["counts"].decode()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "img.png")
+    lines = [
+        # refcocog: IoU 0.5 (miss: not > 0.5) and 0.8 (hit)
+        _line("r1", "refcocog", [_obj([0, 0, 100, 100])], _resp([_obj([0, 0, 100, 50])]), image="img.png"),
+        _line("r2", "refcocog", [_obj([200, 200, 300, 300])], _resp([_obj([200, 200, 300, 280])])),
+        # grefcoco: correct non-object, unparseable answer on a non-object label, two objects both found
+        _line("n1", "grefcoco", [], _resp([])),
+        _line("n2", "grefcoco", [], "no idea"),
+        _line("n3", "grefcoco", [_obj([0, 0, 10, 10]), _obj([100, 0, 110, 10])],
+              _resp([_obj([100, 0, 110, 10]), _obj([0, 0, 10, 10])])),
+        # reasonseg with GT masks (PNG path relative to the JSONL, and COCO RLE)
+        _line("s1", "reasonseg", [_obj([0, 0, 420, 840])], _resp([_obj([0, 0, 420, 420])]), gt_mask="m1.png"),
+        _line("s2", "reasonseg", [_obj([0, 0, 840, 420])], _resp([_obj([0, 0, 840, 420])]), gt_mask=rle),
+        # gui: point in the element box / outside
+        _line("u1", "omniact", [_obj([10, 10, 20, 20])], _resp([{"point_2d": [12, 19]}])),
+        _line("u2", "omniact", [_obj([10, 10, 20, 20])], _resp([{"point_2d": [30, 30]}])),
+        # anomaly: normal answered [], defect found, defect missed
+        _line("a1", "realiad", [], _resp([])),
+        _line("a2", "realiad", [_obj([0, 0, 50, 50])], _resp([_obj([0, 0, 50, 50])])),
+        _line("a3", "realiad", [_obj([0, 0, 50, 50])], _resp([])),
+        # math: option text for a letter label; 0.5 == 1/2; wrong
+        _line("x1", "mathvista", "B", _resp("15"), choices=["12", "15", "20"]),
+        _line("x2", "geo3k", "\\frac{1}{2}", _resp("0.5"), n_tokens=7),
+        _line("x3", "geo3k", "3", _resp("4")),
+    ]
+    path = tmp_path / "preds.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def _check_outputs(out):
+    for name in (E.METRICS, E.REPORT, E.PREDICTIONS, E.BARS_PNG, E.SAMPLES_PNG):
+        assert (out / name).is_file(), name
+    for png in (E.BARS_PNG, E.SAMPLES_PNG):
+        with Image.open(out / png) as im:
+            im.verify()
+        with Image.open(out / png) as im:
+            assert im.format == "PNG" and im.size[0] > 100
+    metrics = json.loads((out / E.METRICS).read_text())
+    for ds, m in metrics.items():
+        for k in E.M.FRACTION_KEYS:
+            if m.get(k) is not None:
+                assert 0.0 <= m[k] <= 1.0, (ds, k)
+    return metrics
+
+
+def test_score_only_end_to_end(predictions, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert E.main(["--predictions", str(predictions), "--out", str(out)]) == 0
+    m = _check_outputs(out)
+    approx = pytest.approx
+
+    assert m["refcocog"]["n"] == 2
+    assert m["refcocog"]["gIoU"] == approx(0.65) and m["refcocog"]["cIoU"] == approx(13000 / 20000)
+    assert m["refcocog"]["BboxAcc"] == approx(0.5) and "N-Acc" not in m["refcocog"]
+    assert m["refcocog"]["iou_on"] == "boxes"
+
+    g = m["grefcoco"]
+    assert g["gIoU"] == approx(2 / 3) and g["cIoU"] == approx(1.0)
+    assert g["N-Acc"] == approx(0.5) and g["BboxAcc"] == approx(2 / 3) and g["format"] == approx(2 / 3)
+
+    s = m["reasonseg"]
+    assert s["iou_on"] == "masks"
+    assert s["gIoU"] == approx(0.75) and s["cIoU"] == approx((1764 + 3528) / (3528 + 3528))
+
+    assert m["omniact"]["Acc"] == approx(0.5) and "gIoU" not in m["omniact"]
+    a = m["realiad"]
+    assert a["Acc"] == approx(2 / 3) and a["AUC"] == approx(0.75) and a["N-Acc"] == approx(1.0)
+    assert m["mathvista"]["Acc"] == 1.0 and m["geo3k"]["Acc"] == approx(0.5)
+    assert "resp_tokens" not in m["geo3k"]  # token counts only when every line has n_tokens
+
+    o = m["overall"]
+    assert o["n"] == 15 and o["Acc"] == approx(5 / 8) and o["AUC"] == approx(0.75)
+    assert o["N-Acc"] == approx(2 / 3)  # n1, a1 right; n2 wrong
+
+    report = (out / E.REPORT).read_text()
+    assert "| refcocog | grounding | 2 | 65.0 | 65.0 |" in report
+    assert "`reasonseg`: masks" in report and "`refcocog`: boxes" in report
+    assert len((out / E.PREDICTIONS).read_text().splitlines()) == 15
+    assert "overall" in capsys.readouterr().out
+
+
+def test_score_only_one_class_auc_and_bad_input(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(_line("a1", "realiad", [], _resp([]))) + "\n")
+    out = tmp_path / "out"
+    E.main(["--predictions", str(path), "--out", str(out)])
+    m = json.loads((out / E.METRICS).read_text())["realiad"]
+    assert m["AUC"] is None and any("only normal" in n for n in m["notes"])
+    assert "only normal" in (out / E.REPORT).read_text()
+    path.write_text(json.dumps({"id": 1, "response": "x"}) + "\n")
+    with pytest.raises(ValueError, match="missing"):
+        E.main(["--predictions", str(path), "--out", str(out)])
+    path.write_text(json.dumps(_line("q", "no_such_source", [], "x")) + "\n")
+    with pytest.raises(ValueError, match="unknown data_source 'no_such_source'"):
+        E.main(["--predictions", str(path), "--out", str(out)])
+
+
+def test_compare(predictions, tmp_path, capsys):
+    a, b = tmp_path / "visurf", tmp_path / "grpo"
+    E.main(["--predictions", str(predictions), "--out", str(a)])
+    lines = [json.loads(x) for x in predictions.read_text().splitlines()]
+    for x in lines:
+        if x["id"] == "r1":
+            x["response"] = _resp([_obj([0, 0, 100, 100])])  # now IoU 1
+    (tmp_path / "p2.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    E.main(["--predictions", str(tmp_path / "p2.jsonl"), "--out", str(b)])
+    capsys.readouterr()
+    assert E.main(["--compare", str(a), str(b)]) == 0
+    table = capsys.readouterr().out
+    assert "| data_source | metric | visurf | grpo |" in table
+    assert "| refcocog | gIoU | 65.0 | 90.0 |" in table
+    with pytest.raises(FileNotFoundError):
+        E.main(["--compare", str(tmp_path / "nope")])
+
+
+# --------------------------------------------------------------------------------------------
+# generate mode with the tiny model
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from verl_ext.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def parquets(tmp_path_factory):
+    from data_prep.synthetic import generate
+
+    d = tmp_path_factory.mktemp("data")
+    generate("grounding", 3, 0, str(d / "g.parquet"), image_size=112)
+    generate("math", 2, 0, str(d / "m.parquet"), image_size=112)
+    return [str(d / "g.parquet"), str(d / "m.parquet")]
+
+
+def test_generate_mode_and_resume(tiny, parquets, tmp_path, monkeypatch):
+    out = tmp_path / "eval"
+    args = ["--model", str(tiny), "--data", *parquets, "--out", str(out), "--max-new-tokens", "8", "--batch-size", "2"]
+    assert E.main(args) == 0
+    m = _check_outputs(out)
+    assert m["synthetic_grounding"]["n"] == 3 and m["synthetic_math"]["n"] == 2 and m["overall"]["n"] == 5
+    assert "gIoU" in m["synthetic_grounding"] and "Acc" in m["synthetic_math"]
+    preds = [json.loads(x) for x in (out / E.PREDICTIONS).read_text().splitlines()]
+    assert len(preds) == 5 and all(0 < p["n_tokens"] <= 8 for p in preds)
+    assert {p["data_source"] for p in preds} == {"synthetic_grounding", "synthetic_math"}
+
+    # resume: keep 3 lines plus a truncated one (an interrupted run); only 2 rows are generated again
+    lines = (out / E.PREDICTIONS).read_text().splitlines()
+    (out / E.PREDICTIONS).write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    generated = []
+    real = E.HFGenerator.generate
+    monkeypatch.setattr(E.HFGenerator, "generate", lambda self, rows: generated.extend(r["id"] for r in rows)
+                        or real(self, rows))
+    assert E.main(args) == 0
+    again = [json.loads(x) for x in (out / E.PREDICTIONS).read_text().splitlines()]
+    assert again[:3] == preds[:3]
+    assert sorted(generated) == sorted(p["id"] for p in preds[3:])
+    assert sorted(p["id"] for p in again) == sorted(p["id"] for p in preds)
+
+    # nothing left to do: the model is not even loaded
+    monkeypatch.setattr(E, "resolve_model_dir", lambda *a: pytest.fail("model loaded with nothing to generate"))
+    assert E.main(args) == 0
+
+
+def test_verl_fsdp_checkpoint_is_merged_and_loaded(tiny, parquets, tmp_path):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    # a verl 0.9.1 FSDP checkpoint of one rank: actor/{huggingface/, fsdp_config.json, shards}
+    actor = tmp_path / "ckpts" / "global_step_3" / "actor"
+    shutil.copytree(tiny, actor / "huggingface", ignore=shutil.ignore_patterns("*.safetensors"))
+    model = AutoModelForImageTextToText.from_pretrained(tiny)
+    torch.save(model.state_dict(), actor / "model_world_size_1_rank_0.pt")
+    (actor / "fsdp_config.json").write_text(json.dumps({"FSDP_version": 2, "world_size": 1}))
+    (tmp_path / "ckpts" / "latest_checkpointed_iteration.txt").write_text("3")
+
+    out = tmp_path / "eval"
+    merged = E.resolve_model_dir(str(tmp_path / "ckpts"), out)
+    assert merged == out / "merged_model" and (merged / "config.json").is_file()
+    reloaded = AutoModelForImageTextToText.from_pretrained(merged, dtype=torch.float32)
+    ref, got = model.state_dict(), reloaded.state_dict()
+    for k in list(ref)[:5]:
+        torch.testing.assert_close(got[k], ref[k], atol=1e-2, rtol=1e-2)  # merged in bf16
+    assert E.resolve_model_dir(str(actor.parent), out) == merged  # cached, also from global_step_N
+    assert E.resolve_model_dir(str(tiny), out) == tiny  # an HF directory as is
+    with pytest.raises(ValueError, match="neither an HF model directory"):
+        E.resolve_model_dir(str(tmp_path), out)
+
+    assert E.main(["--model", str(actor), "--data", parquets[0], "--out", str(out), "--limit", "1",
+                   "--max-new-tokens", "4"]) == 0
+    assert json.loads((out / E.METRICS).read_text())["overall"]["n"] == 1
