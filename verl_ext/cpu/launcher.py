@@ -3,8 +3,8 @@
 verl schedules its workers on ``GPU`` resources and reads a few environment variables in
 every ray worker. ``prepare_env()`` sets them in this process (call it before verl is
 imported, or set them in the shell as the example scripts do); ``init_ray()`` starts a
-local ray whose runtime env carries them to every worker; ``CPU_OVERRIDES`` are the verl
-config overrides a CPU run needs (the recipe's entry point appends them in CPU mode).
+local ray whose runtime env carries them to every worker; ``CPU_CONFIG`` is the verl
+config a CPU run needs (the recipe's entry point applies them in CPU mode).
 """
 
 from __future__ import annotations
@@ -24,22 +24,31 @@ CPU_ENV: dict[str, str] = {
     "OMP_NUM_THREADS": "1",  # 2 cores shared by trainer, rollout server and agent loops
 }
 
-# verl overrides that a CPU run needs (no flash-attn, FSDP2 on CPU params, the hf rollout,
-# the classic trainer, one agent-loop / reward worker: on 2 cores more only adds start-up).
-CPU_OVERRIDES: list[str] = [
-    "trainer.use_v1=False",
-    "actor_rollout_ref.rollout.name=hf",
-    "actor_rollout_ref.model.use_remove_padding=False",
-    "actor_rollout_ref.model.enable_gradient_checkpointing=False",
-    "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-    "actor_rollout_ref.actor.strategy=fsdp2",
-    "actor_rollout_ref.ref.strategy=fsdp2",
-    "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-    "actor_rollout_ref.rollout.agent.num_workers=1",
-    "reward.num_workers=1",
-    "trainer.n_gpus_per_node=1",
-    "trainer.nnodes=1",
-]
+# verl config a CPU run needs (no flash-attn, FSDP2 on CPU params, the hf rollout, the classic
+# trainer, one agent-loop / reward worker: on 2 cores more workers only add start-up time).
+CPU_CONFIG: dict[str, object] = {
+    "trainer.use_v1": False,
+    "actor_rollout_ref.rollout.name": "hf",
+    "actor_rollout_ref.model.use_remove_padding": False,
+    "actor_rollout_ref.model.enable_gradient_checkpointing": False,
+    "actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+    "actor_rollout_ref.actor.strategy": "fsdp2",
+    "actor_rollout_ref.ref.strategy": "fsdp2",
+    "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
+    "actor_rollout_ref.rollout.agent.num_workers": 1,
+    "reward.num_workers": 1,
+    "trainer.n_gpus_per_node": 1,
+    "trainer.nnodes": 1,
+}
+
+
+def cpu_overrides() -> list[str]:
+    """``CPU_CONFIG`` as Hydra command-line overrides (for verl's own ``main_ppo``)."""
+    out = []
+    for key, value in CPU_CONFIG.items():
+        text = str(value) if not isinstance(value, bool) else ("True" if value else "False")
+        out.append(("+" if key.endswith("attn_implementation") else "") + f"{key}={text}")
+    return out
 
 
 def prepare_env(extra: dict[str, str] | None = None) -> dict[str, str]:

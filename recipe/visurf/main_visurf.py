@@ -1,0 +1,104 @@
+"""ViSurf entry point: ``python -m recipe.visurf.main_visurf [verl overrides]``.
+
+Like verl's DAPO recipe: a thin Hydra entry reusing verl's ``run_ppo`` with a task runner
+that builds the ViSurf trainer. Config: ``config/visurf_trainer.yaml`` (verl's
+``ppo_trainer`` + the ``visurf:`` block). Users give ``actor_rollout_ref.rollout.n=G`` as for
+GRPO; with ``visurf.enable=True`` the run uses ``n = G + 1`` (the extra copy per prompt is the
+GT member), which the printed config shows. ``visurf.enable=False`` is plain GRPO.
+With ``VERL_PLATFORM=cpu`` the run goes through ``verl_ext.cpu`` (tests, the CPU demo).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import verl_ext  # noqa: F401  registers the visurf estimator, policy loss and reward manager
+from verl_ext import cpu
+
+logger = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).parent / "config"
+REWARD_MODULE = Path(verl_ext.__file__).parent / "rewards" / "__init__.py"
+
+
+def _user_overrides() -> set[str]:
+    """Config keys set on the command line (so CPU defaults never override the user)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = HydraConfig.get().overrides.task
+    except ValueError:  # not running under Hydra (called programmatically)
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in task}
+
+
+def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> DictConfig:
+    """Resolve the recipe's derived settings in place; returns ``config``.
+
+    * ViSurf on: ``rollout.n := G + 1`` (``G`` = the ``n`` the user asked for), GT agent loop
+      and manager wired in; ViSurf off: verl's ``grpo`` estimator and ``vanilla`` loss, verl's
+      own agent-loop manager — i.e. plain GRPO on the same data and rewards.
+    * ``reward.custom_reward_function.path`` defaults to the project's task scorers.
+    * CPU (``VERL_PLATFORM=cpu``): ``verl_ext.cpu.launcher.CPU_CONFIG`` for keys the user did
+      not set.
+    """
+    user_keys = user_keys or set()
+    with open_dict(config):
+        visurf = config.visurf
+        rollout = config.actor_rollout_ref.rollout
+        if visurf.enable:
+            G = int(rollout.n)
+            if G < 1:
+                raise ValueError(f"actor_rollout_ref.rollout.n must be >= 1 sampled rollouts, got {G}")
+            visurf.num_rollouts = G
+            rollout.n = G + 1
+            if not rollout.agent.get("agent_loop_config_path"):
+                rollout.agent.agent_loop_config_path = str(CONFIG_DIR / "agent_loops.yaml")
+        else:
+            visurf.num_rollouts = int(rollout.n)
+            rollout.agent.agent_loop_manager_class = None
+            if config.algorithm.adv_estimator == "visurf":
+                config.algorithm.adv_estimator = "grpo"
+            if config.actor_rollout_ref.actor.policy_loss.loss_mode == "visurf":
+                config.actor_rollout_ref.actor.policy_loss.loss_mode = "vanilla"
+        if not config.reward.custom_reward_function.get("path"):
+            config.reward.custom_reward_function.path = str(REWARD_MODULE)
+        if cpu.is_enabled():
+            from verl_ext.cpu.launcher import CPU_CONFIG
+
+            for key, value in CPU_CONFIG.items():
+                if key not in user_keys:
+                    OmegaConf.update(config, key, value, force_add=True)
+    return config
+
+
+def run_visurf(config: DictConfig, user_keys: set[str] | None = None) -> None:
+    """Prepare the config, start ray (CPU: with fake GPUs) and train with the ViSurf trainer."""
+    import ray
+    from verl.trainer.main_ppo import run_ppo
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device
+
+    from recipe.visurf.visurf_trainer import ViSurfTaskRunner
+
+    prepare_config(config, user_keys)
+    if cpu.is_enabled():
+        from verl_ext.cpu.launcher import init_ray
+
+        init_ray()
+    auto_set_device(config)
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(ViSurfTaskRunner))
+
+
+@hydra.main(config_path="config", config_name="visurf_trainer", version_base=None)
+def main(config: DictConfig) -> None:
+    run_visurf(config, _user_overrides())
+
+
+if __name__ == "__main__":
+    main()
