@@ -1,0 +1,245 @@
+"""Reward control (METHOD.md §3): align_gt, smooth_gt_rewards, RewardControl."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from verl_ext.constants import ANSWER_TEMPLATE, FRAME, TASKS
+from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
+from verl_ext.visurf.reward_control import RewardControl, align_gt, smooth_gt_rewards
+
+# --------------------------------------------------------------------------------------------
+# align_gt
+# --------------------------------------------------------------------------------------------
+TWO_OBJECTS = '[{"point_2d":[30,110],"bbox_2d":[10,100,200,210]},{"bbox_2d":[225,296,706,786],"point_2d":[302,410]}]'
+TWO_OBJECTS_ALIGNED = (
+    '<answer>[{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110]}, '
+    '{"bbox_2d": [225, 296, 706, 786], "point_2d": [302, 410]}]</answer>'
+)
+
+
+@pytest.mark.parametrize("task", ["grounding", "anomaly", "lesion"])
+def test_align_objects_rollout_style(task):
+    # key order bbox_2d then point_2d, json.dumps default separators, template
+    assert align_gt(TWO_OBJECTS, task) == TWO_OBJECTS_ALIGNED
+
+
+@pytest.mark.parametrize("task", ["grounding", "anomaly", "lesion"])
+@pytest.mark.parametrize("label", ["[]", " [ ] \n"])
+def test_align_non_object(task, label):
+    assert align_gt(label, task) == "<answer>[]</answer>"
+
+
+def test_align_rounds_half_up_to_int():
+    label = '[{"bbox_2d": [10.5, 2.5, 200.49, 210.0], "point_2d": [30.5, 110.4999]}]'
+    # Python's round() would give 2 for 2.5 (banker's rounding); we round half up
+    assert align_gt(label, "grounding") == '<answer>[{"bbox_2d": [11, 3, 200, 210], "point_2d": [31, 110]}]</answer>'
+
+
+def test_align_keeps_single_key_objects():
+    assert align_gt('[{"bbox_2d": [0, 0, 840, 840]}]', "lesion") == '<answer>[{"bbox_2d": [0, 0, 840, 840]}]</answer>'
+
+
+def test_align_gui_point_from_label():
+    label = '[{"bbox_2d": [10, 100, 200, 210], "point_2d": [105, 155]}]'
+    assert align_gt(label, "gui") == '<answer>[{"point_2d": [105, 155]}]</answer>'
+
+
+def test_align_gui_point_is_box_centre_when_missing():
+    # centre (105.5, 155.5) -> (106, 156), round half up
+    assert align_gt('[{"bbox_2d": [10, 100, 201, 211]}]', "gui") == '<answer>[{"point_2d": [106, 156]}]</answer>'
+
+
+@pytest.mark.parametrize(("label", "expected"), [(" \\frac{1}{2}\n", "\\frac{1}{2}"), ("B", "B"), ("3", "3")])
+def test_align_math(label, expected):
+    assert align_gt(label, "math") == f"<answer>{expected}</answer>"
+
+
+def test_align_custom_template():
+    assert align_gt("[]", "grounding", template="<ans>{answer}</ans>") == "<ans>[]</ans>"
+    assert align_gt("7", "math", template="{answer}") == "7"
+
+
+def test_align_round_trips_rollout_json():
+    # the aligned GT parses back to the label and is a fixed point of the serialiser
+    answer = align_gt(TWO_OBJECTS, "grounding")[len("<answer>") : -len("</answer>")]
+    assert json.loads(answer) == json.loads(TWO_OBJECTS)
+    assert json.dumps(json.loads(answer)) == answer
+
+
+@pytest.mark.parametrize(
+    ("label", "task", "what"),
+    [
+        ("[{bbox_2d: 1}]", "grounding", "not valid JSON"),
+        ('{"bbox_2d": [1, 2, 3, 4]}', "grounding", "JSON list"),
+        ("[[1, 2, 3, 4]]", "anomaly", "object 0 must be a JSON object"),
+        ('[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}]', "grounding", "unknown keys"),
+        ("[{}]", "lesion", "neither bbox_2d nor point_2d"),
+        ('[{"bbox_2d": [1, 2, 3]}]', "grounding", "list of 4 numbers"),
+        ('[{"point_2d": [1, 2, 3]}]', "grounding", "list of 2 numbers"),
+        ('[{"bbox_2d": [1, 2, 3, NaN]}]', "grounding", "finite numbers"),
+        ('[{"bbox_2d": [1, 2, 3, true]}]', "grounding", "finite numbers"),
+        ('[{"bbox_2d": [1, 2, "3", 4]}]', "grounding", "finite numbers"),
+        ('[{"bbox_2d": [-1, 2, 3, 4]}]', "grounding", "outside the 840x840 frame"),
+        (f'[{{"point_2d": [1, {FRAME + 1}]}}]', "grounding", "outside the 840x840 frame"),
+        ('[{"bbox_2d": [30, 2, 3, 4]}]', "grounding", "x1 <= x2"),
+        ('[{"point_2d": [1, 2]}, {"point_2d": [3, 4]}]', "gui", "exactly one object"),
+        ("[]", "gui", "exactly one object"),
+        ("   ", "math", "empty math answer"),
+        (["B"], "math", "must be a str"),
+        (None, "grounding", "must be a str"),
+    ],
+)
+def test_align_bad_label_names_label_and_problem(label, task, what):
+    with pytest.raises(ValueError) as err:
+        align_gt(label, task)
+    assert what in str(err.value)
+    assert repr(label) in str(err.value)
+
+
+def test_align_bad_label_repr_is_truncated():
+    label = "[" + ", ".join(['{"bbox_2d": [1, 2, 3]}'] * 100) + "]"
+    with pytest.raises(ValueError, match=r"\.\.\.: object 0: bbox_2d must be a list of 4 numbers") as err:
+        align_gt(label, "grounding")
+    assert len(str(err.value)) < 400
+
+
+def test_align_rejects_unknown_task_and_bad_template():
+    with pytest.raises(ValueError, match="unknown task 'ocr'"):
+        align_gt("[]", "ocr")
+    with pytest.raises(ValueError, match="exactly once"):
+        align_gt("[]", "grounding", template="<answer></answer>")
+
+
+def test_every_task_is_aligned():
+    labels = {"grounding": TWO_OBJECTS, "anomaly": "[]", "lesion": TWO_OBJECTS, "gui": '[{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110]}]', "math": "2"}
+    assert set(labels) == set(TASKS)
+    for task, label in labels.items():
+        out = align_gt(label, task)
+        assert out.startswith("<answer>") and out.endswith("</answer>")
+
+
+# --------------------------------------------------------------------------------------------
+# smooth_gt_rewards
+# --------------------------------------------------------------------------------------------
+def _batch():
+    # a: rollouts 0, 1, 2 + GT 1.5 -> max 2 >= 1.5 -> GT := mean 1.0
+    # b: rollouts 0, .5 + GT 3 -> GT beats every rollout, kept
+    # c: no GT -> untouched; d: GT only -> untouched
+    # e: rollouts 1, 2 + GT 2 (tie counts as matched) -> GT := 1.5
+    index = np.array(["a", "a", "a", "a", "b", "b", "b", "c", "c", "d", "e", "e", "e"], dtype=object)
+    scores = torch.tensor([0.0, 1.0, 2.0, 1.5, 0.0, 0.5, 3.0, 1.0, 2.0, 5.0, 1.0, 2.0, 2.0])
+    is_gt = np.array([0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1], dtype=bool)
+    expected = torch.tensor([0.0, 1.0, 2.0, 1.0, 0.0, 0.5, 3.0, 1.0, 2.0, 5.0, 1.0, 2.0, 1.5])
+    return scores, index, is_gt, expected
+
+
+def test_smoothing_hand_computed():
+    scores, index, is_gt, expected = _batch()
+    before = scores.clone()
+    out = smooth_gt_rewards(scores, index, is_gt)
+    torch.testing.assert_close(out, expected)
+    assert out is not scores and torch.equal(scores, before)  # new tensor, input untouched
+
+
+def test_smoothing_shuffled_rows_and_label_types():
+    scores, index, is_gt, expected = _batch()
+    perm = np.random.default_rng(0).permutation(len(index))
+    int_index = np.unique(index, return_inverse=True)[1] + 100
+    for idx in (index[perm], int_index[perm], list(index[perm])):
+        for gt in (is_gt[perm], torch.from_numpy(is_gt[perm]), is_gt[perm].tolist()):
+            torch.testing.assert_close(smooth_gt_rewards(scores[perm], idx, gt), expected[perm])
+
+
+def test_smoothing_keeps_dtype_and_checks_lengths():
+    scores, index, is_gt, _ = _batch()
+    assert smooth_gt_rewards(scores.double(), index, is_gt).dtype == torch.float64
+    with pytest.raises(ValueError, match="differ in length"):
+        smooth_gt_rewards(scores, index[:-1], is_gt)
+
+
+# rewards on a grid of exactly representable values, like the task rewards (format 0/1, accuracy x/8)
+_reward = st.integers(0, 56).map(lambda k: k / 8)
+
+
+@st.composite
+def _augmented_groups(draw):
+    """A batch of groups: G rollouts (G in 1..8) + one GT row each, rows shuffled."""
+    n_groups = draw(st.integers(1, 6))
+    scores, index, is_gt = [], [], []
+    for g in range(n_groups):
+        rollouts = draw(st.lists(_reward, min_size=1, max_size=8))
+        scores += rollouts + [draw(_reward)]
+        index += [f"uid-{g}"] * (len(rollouts) + 1)
+        is_gt += [False] * len(rollouts) + [True]
+    perm = draw(st.permutations(range(len(scores))))
+    return (
+        torch.tensor([scores[i] for i in perm], dtype=torch.float32),
+        np.array([index[i] for i in perm], dtype=object),
+        np.array([is_gt[i] for i in perm]),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(_augmented_groups())
+def test_smoothing_zeroes_gt_advantage_when_a_rollout_matches(batch):
+    scores, index, is_gt = batch
+    smoothed = smooth_gt_rewards(scores, index, is_gt)
+    adv, _ = compute_visurf_outcome_advantage(smoothed[:, None], torch.ones(len(scores), 1), index)
+    for uid in np.unique(index):
+        rows = index == uid
+        gt_row = np.flatnonzero(rows & is_gt)[0]
+        rollout_max = scores[torch.from_numpy(rows & ~is_gt)].max()
+        if rollout_max >= scores[gt_row]:
+            assert abs(adv[gt_row, 0].item()) < 1e-6
+        else:
+            assert smoothed[gt_row] == scores[gt_row]
+    torch.testing.assert_close(smoothed[torch.from_numpy(~is_gt)], scores[torch.from_numpy(~is_gt)])
+
+
+# --------------------------------------------------------------------------------------------
+# RewardControl
+# --------------------------------------------------------------------------------------------
+def test_reward_control_defaults():
+    rc = RewardControl()
+    assert (rc.align, rc.gt_template, rc.gt_thinking_reward, rc.smoothing) == (True, ANSWER_TEMPLATE, "zero", True)
+    with pytest.raises(AttributeError):
+        rc.smoothing = False  # frozen
+
+
+def test_reward_control_from_config_ignores_other_visurf_keys():
+    block = {"enable": True, "gt_loss": "sft", "smoothing": False, "gt_thinking_reward": "full"}
+    assert RewardControl.from_config(block) == RewardControl(smoothing=False, gt_thinking_reward="full")
+    cfg = OmegaConf.create({"tpl": "<a>{answer}</a>", "visurf": {"gt_template": "${tpl}", "align": False}})
+    assert RewardControl.from_config(cfg.visurf) == RewardControl(align=False, gt_template="<a>{answer}</a>")
+    assert RewardControl.from_config(None) == RewardControl()
+
+
+@pytest.mark.parametrize(
+    ("block", "what"),
+    [
+        ({"gt_thinking_reward": "half"}, "gt_thinking_reward must be one of"),
+        ({"smoothing": "yes"}, "smoothing must be a bool"),
+        ({"align": 1}, "align must be a bool"),
+        ({"gt_template": "<answer></answer>"}, "exactly once"),
+        ({"gt_template": "{answer}{answer}"}, "exactly once"),
+    ],
+)
+def test_reward_control_rejects_bad_values(block, what):
+    with pytest.raises(ValueError, match=what):
+        RewardControl.from_config(block)
+    with pytest.raises(ValueError, match="must be a mapping"):
+        RewardControl.from_config(["smoothing"])
+
+
+def test_reward_control_gt_response():
+    assert RewardControl().gt_response(TWO_OBJECTS, "grounding") == TWO_OBJECTS_ALIGNED
+    raw = RewardControl(align=False).gt_response(f" {TWO_OBJECTS} ", "grounding")
+    assert raw == f"<answer>{TWO_OBJECTS}</answer>"
+    with pytest.raises(ValueError, match="non-empty str"):
+        RewardControl(align=False).gt_response("", "math")

@@ -1,0 +1,91 @@
+"""The "visurf" advantage estimator (METHOD.md §1.4): GRPO normalisation over the augmented group.
+
+Select it with `algorithm.adv_estimator=visurf`. Each `uid` group holds the G rollouts plus the
+GT row (when one was injected); every member is normalised against all G+1 rewards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from verl.trainer.config import AlgoConfig
+from verl.trainer.ppo.core_algos import register_adv_est
+
+from verl_ext.visurf.groups import group_ids
+
+__all__ = ["compute_visurf_outcome_advantage"]
+
+
+@register_adv_est("visurf")
+def compute_visurf_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: np.ndarray,
+    epsilon: float = 1e-6,
+    norm_adv_by_std_in_grpo: bool = True,
+    config: Optional[AlgoConfig] = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outcome advantage normalised per `uid` group over all G rollouts and the GT row.
+
+    Â_j = (r_j − mean_{G+1}) / (std_{G+1} + ε)   (r_j − mean_{G+1} when norm_adv_by_std_in_grpo=False)
+
+    std is the unbiased estimator (`torch.std`) and ε = 1e-6, as in verl's GRPO. Two deliberate
+    differences from `compute_grpo_outcome_advantage`: a group with a single member gets Â = 0
+    (verl's GRPO uses mean 0, std 1 there, i.e. Â = r), since one sample carries no relative
+    signal (METHOD.md); a group whose rewards are all equal gets exactly Â = 0. Statistics are
+    computed in float64 and cast back, so a smoothed GT (r_gt = rollout mean) gets |Â_gt| ≈ 0.
+    Vectorised (index_add / scatter_reduce over dense group ids), no Python loop over rows.
+
+    Args:
+        token_level_rewards: `(torch.Tensor)`
+            shape is (bs, response_length); the outcome reward r_j is its sum over tokens.
+        response_mask: `(torch.Tensor)`
+            shape is (bs, response_length)
+        index: `(np.ndarray)`
+            shape is (bs,), group label per row (verl's `uid`, str or int)
+        epsilon: `(float)`
+            small value to avoid division by zero
+        norm_adv_by_std_in_grpo: `(bool)`
+            whether to divide by the group std (False: Dr.GRPO-style centring only). When
+            `config` is given (verl's trainer passes the algorithm config and not this
+            argument), `config.norm_adv_by_std_in_grpo` wins.
+        config: `(Optional[AlgoConfig])`
+            algorithm configuration object
+        **kwargs: ignored (verl passes optional extras to registered estimators).
+
+    Returns:
+        advantages: `(torch.Tensor)`
+            shape: (bs, response_length), the per-row scalar broadcast over response tokens
+        returns: `(torch.Tensor)`
+            shape: (bs, response_length), same tensor as advantages (outcome-only estimator)
+    """
+    if config is not None:
+        norm_adv_by_std_in_grpo = config.get("norm_adv_by_std_in_grpo", norm_adv_by_std_in_grpo)
+
+    with torch.no_grad():
+        scores = token_level_rewards.sum(dim=-1).to(torch.float64)
+        gid, n_groups = group_ids(index, device=scores.device)
+        if gid.numel() != scores.numel():
+            raise ValueError(f"index has {gid.numel()} labels for {scores.numel()} rows")
+
+        count = torch.bincount(gid, minlength=n_groups).to(torch.float64)
+        mean = torch.zeros(n_groups, dtype=torch.float64, device=scores.device).index_add_(0, gid, scores)
+        mean = mean / count.clamp_min(1.0)
+        centered = scores - mean[gid]
+        if norm_adv_by_std_in_grpo:
+            sq_sum = torch.zeros_like(mean).index_add_(0, gid, centered * centered)
+            std = (sq_sum / (count - 1.0).clamp_min(1.0)).sqrt()
+            scalars = centered / (std[gid] + epsilon)
+        else:
+            scalars = centered
+
+        g_max = torch.full_like(mean, -torch.inf).scatter_reduce_(0, gid, scores, reduce="amax")
+        g_min = torch.full_like(mean, torch.inf).scatter_reduce_(0, gid, scores, reduce="amin")
+        informative = (count > 1) & (g_max > g_min)  # one-member and all-equal groups: Â = 0
+        scalars = torch.where(informative[gid], scalars, torch.zeros_like(scalars))
+
+        advantages = scalars.to(token_level_rewards.dtype).unsqueeze(-1) * response_mask
+    return advantages, advantages
