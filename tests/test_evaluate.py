@@ -1,6 +1,7 @@
 """recipe.visurf.evaluate: score-only end to end (hand-computed metrics), compare, generate mode
 with the tiny model on synthetic parquet (resumable), and loading a verl FSDP checkpoint."""
 
+import importlib.util
 import json
 import shutil
 
@@ -155,6 +156,33 @@ def test_score_only_one_class_auc_and_bad_input(tmp_path):
     path.write_text(json.dumps(_line("q", "no_such_source", [], "x")) + "\n")
     with pytest.raises(ValueError, match="unknown data_source 'no_such_source'"):
         E.main(["--predictions", str(path), "--out", str(out)])
+
+
+def test_segmenter_hook(predictions):
+    class HalfSegmenter:  # stands in for SAM2: the left half of the image, whatever the boxes
+        name = "fake"
+        calls = 0
+
+        def __call__(self, image, boxes, points, shape):
+            assert image.size == (64, 64) and len(boxes) == 1
+            HalfSegmenter.calls += 1
+            mask = np.zeros(shape, dtype=bool)
+            mask[:, : shape[1] // 2] = True
+            return mask
+
+    records = E.read_predictions(predictions)
+    s1 = next(r for r in records if r["id"] == "s1")
+    metrics, _ = E.score_all([{**s1, "image": "img.png"}], segmenter=HalfSegmenter(), base_dir=predictions.parent)
+    assert HalfSegmenter.calls == 1
+    assert metrics["reasonseg"]["iou_on"] == "masks (fake)" and metrics["reasonseg"]["gIoU"] == 1.0
+    metrics, _ = E.score_all([s1], segmenter=HalfSegmenter(), base_dir=predictions.parent)  # no image
+    assert metrics["reasonseg"]["iou_on"] == "masks" and metrics["reasonseg"]["gIoU"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown segmenter"):
+        E.make_segmenter("sam3", None)
+    assert E.make_segmenter("none", None) is None
+    if importlib.util.find_spec("sam2") is None:  # import-guarded: a clear message, not a crash at import
+        with pytest.raises(ImportError, match="optional `sam2` package"):
+            E.make_segmenter("sam2", None)
 
 
 def test_compare(predictions, tmp_path, capsys):

@@ -330,9 +330,10 @@ def score_all(records: Sequence[dict], *, strict_bbox: bool = False, segmenter: 
     images = images or {}
     scored = []
     for rec in tqdm(records, desc="scoring", disable=len(records) < 200):
-        image = images.get(str(rec["id"]))
-        if image is None and segmenter is not None and rec.get("image"):
-            image = _open_image(rec["image"], base_dir)
+        image = None
+        if segmenter is not None and rec.get("gt_mask") is not None:  # decoded only where it is used
+            spec = images.get(str(rec["id"])) or rec.get("image")
+            image = _open_image(spec, base_dir) if spec is not None else None
         scored.append(score_record(rec, strict_bbox=strict_bbox, segmenter=segmenter, image=image,
                                    base_dir=base_dir))
     return aggregate(scored), scored
@@ -761,7 +762,7 @@ def compare_table(dirs: Sequence[str]) -> str:
     head = ["data_source", "metric", *names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ds in sources:
-        keys = [k for k in ("n", *M.METRIC_KEYS) if any(k in runs[r].get(ds, {}) for r in names)]
+        keys = [k for k in ("n", *M.METRIC_KEYS, "resp_tokens") if any(k in runs[r].get(ds, {}) for r in names)]
         for k in keys:
             lines.append("| " + " | ".join([ds, k] + [_fmt(k, runs[r].get(ds, {}).get(k)) for r in names]) + " |")
     return "\n".join(lines)
