@@ -43,8 +43,11 @@ def rows_per_second(estimators: dict, rewards, response_mask, index, repeats: in
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rows", type=int, default=65536)
     parser.add_argument("--group-size", type=int, default=9, help="G + 1 (8 rollouts + the GT)")
     parser.add_argument("--response-length", type=int, default=256)
@@ -59,8 +62,10 @@ def main():
     }
     speed = rows_per_second(estimators, rewards, response_mask, index, args.repeats)
 
-    print(f"batch: {args.rows} rows, groups of {args.group_size}, response length {args.response_length}, "
-          f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
+    print(
+        f"batch: {args.rows} rows, groups of {args.group_size}, response length {args.response_length}, "
+        f"torch threads {torch.get_num_threads()}, best of {args.repeats}"
+    )
     print(f"{'estimator':<22}{'rows/s':>14}{'visurf speed-up':>17}")
     for name, rps in speed.items():
         print(f"{name:<22}{rps:>14,.0f}{speed['visurf'] / rps:>16.2f}x")

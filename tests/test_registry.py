@@ -4,9 +4,9 @@ import importlib
 import subprocess
 import sys
 
-import verl_ext
 from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn
 
+import verl_ext
 from verl_ext.registry import register_all
 from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
 from verl_ext.visurf.policy_loss import compute_policy_loss_visurf

@@ -91,7 +91,9 @@ def _groups(draw, min_size=1, reward=_reward):
 @given(_groups(), st.booleans())
 def test_property_per_group_mean_zero(batch, norm):
     scores, index = batch
-    adv, _ = compute_visurf_outcome_advantage(_rewards(scores.tolist()), torch.ones(len(index), 3), index, norm_adv_by_std_in_grpo=norm)
+    adv, _ = compute_visurf_outcome_advantage(
+        _rewards(scores.tolist()), torch.ones(len(index), 3), index, norm_adv_by_std_in_grpo=norm
+    )
     for uid in np.unique(index):
         assert abs(_seq(adv)[torch.from_numpy(index == uid)].mean().item()) < 1e-5
 
@@ -102,7 +104,9 @@ def test_property_equals_verl_grpo_without_gt_rows(batch, norm):
     scores, index = batch
     mask = torch.ones(len(index), 4)
     ours, _ = compute_visurf_outcome_advantage(_rewards(scores.tolist(), 4), mask, index, norm_adv_by_std_in_grpo=norm)
-    verl_adv, _ = compute_grpo_outcome_advantage(_rewards(scores.tolist(), 4), mask, index, norm_adv_by_std_in_grpo=norm)
+    verl_adv, _ = compute_grpo_outcome_advantage(
+        _rewards(scores.tolist(), 4), mask, index, norm_adv_by_std_in_grpo=norm
+    )
     torch.testing.assert_close(ours, verl_adv, atol=1e-5, rtol=1e-5)
 
 

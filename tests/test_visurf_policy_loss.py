@@ -19,7 +19,9 @@ AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-me
 
 
 def _actor_config(**overrides):
-    kwargs = dict(strategy="fsdp", rollout_n=4, ppo_micro_batch_size_per_gpu=2, clip_ratio_low=0.2, clip_ratio_high=0.28)
+    kwargs = dict(
+        strategy="fsdp", rollout_n=4, ppo_micro_batch_size_per_gpu=2, clip_ratio_low=0.2, clip_ratio_high=0.28
+    )
     return ActorConfig(**{**kwargs, **overrides})
 
 
@@ -41,7 +43,14 @@ def _random_batch(bs=6, length=5, seed=0):
 def test_registered_loss_equals_verl_vanilla(agg, with_is_weights):
     old, new, adv, mask = _random_batch()
     weights = torch.rand(mask.shape, generator=torch.Generator().manual_seed(3)) if with_is_weights else None
-    kwargs = dict(old_log_prob=old, log_prob=new, advantages=adv, response_mask=mask, loss_agg_mode=agg, rollout_is_weights=weights)
+    kwargs = dict(
+        old_log_prob=old,
+        log_prob=new,
+        advantages=adv,
+        response_mask=mask,
+        loss_agg_mode=agg,
+        rollout_is_weights=weights,
+    )
     ours, ours_metrics = compute_policy_loss_visurf(**kwargs, config=_actor_config(loss_agg_mode=agg))
     theirs, their_metrics = compute_policy_loss_vanilla(**kwargs, config=_actor_config(loss_agg_mode=agg))
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
@@ -59,9 +68,13 @@ def test_clipped_surrogate_hand_computed():
     # row 3: -min(1.1·-2, 1.1·-2) -> 2.2
     expected = torch.tensor([-1.28, -0.5, 3.0, 2.2])
     for i in range(4):
-        loss, metrics = visurf_policy_loss_terms(old[i : i + 1], ratio[i : i + 1].log(), adv[i : i + 1], mask[i : i + 1], clip_ratio_high=0.28)
+        loss, metrics = visurf_policy_loss_terms(
+            old[i : i + 1], ratio[i : i + 1].log(), adv[i : i + 1], mask[i : i + 1], clip_ratio_high=0.28
+        )
         torch.testing.assert_close(loss, expected[i])
-    loss, metrics = visurf_policy_loss_terms(old, ratio.log(), adv, mask, clip_ratio_high=0.28, loss_agg_mode="token-mean")
+    loss, metrics = visurf_policy_loss_terms(
+        old, ratio.log(), adv, mask, clip_ratio_high=0.28, loss_agg_mode="token-mean"
+    )
     torch.testing.assert_close(loss, expected.mean())
     torch.testing.assert_close(metrics["actor/pg_clipfrac"], torch.tensor(0.25))  # row 0 (row 2 is dual-clipped)
     torch.testing.assert_close(metrics["actor/pg_clipfrac_lower"], torch.tensor(0.25))  # row 2
@@ -80,7 +93,9 @@ def test_gt_variants_hand_computed():
         "sft": [-1.2, -2.0 * math.log(0.5)],  # −Â log π
     }
     for gt_loss, rows in cases.items():
-        loss, metrics = visurf_policy_loss_terms(old, new, adv, mask, is_gt=is_gt, gt_loss=gt_loss, loss_agg_mode="token-sum")
+        loss, metrics = visurf_policy_loss_terms(
+            old, new, adv, mask, is_gt=is_gt, gt_loss=gt_loss, loss_agg_mode="token-sum"
+        )
         torch.testing.assert_close(loss, torch.tensor(sum(rows)), msg=gt_loss)
         # clip fraction over the clipped-surrogate tokens: both rows under ppo_clip, the rollout otherwise
         assert metrics["actor/pg_clipfrac"].item() == pytest.approx(1.0)
@@ -105,8 +120,12 @@ def test_rollout_is_weights_apply_to_clipped_rows():
     old, new, adv, mask = torch.zeros(2, 1), torch.zeros(2, 1), torch.tensor([[1.0], [1.0]]), torch.ones(2, 1)
     weights = torch.tensor([[0.5], [0.25]])
     is_gt = torch.tensor([False, True])
-    clip, _ = visurf_policy_loss_terms(old, new, adv, mask, is_gt=is_gt, rollout_is_weights=weights, loss_agg_mode="token-sum")
-    sft, _ = visurf_policy_loss_terms(old, new, adv, mask, is_gt=is_gt, gt_loss="sft", rollout_is_weights=weights, loss_agg_mode="token-sum")
+    clip, _ = visurf_policy_loss_terms(
+        old, new, adv, mask, is_gt=is_gt, rollout_is_weights=weights, loss_agg_mode="token-sum"
+    )
+    sft, _ = visurf_policy_loss_terms(
+        old, new, adv, mask, is_gt=is_gt, gt_loss="sft", rollout_is_weights=weights, loss_agg_mode="token-sum"
+    )
     torch.testing.assert_close(clip, torch.tensor(-0.75))  # verl semantics: every row weighted
     torch.testing.assert_close(sft, torch.tensor(-0.5 - 0.0))  # GT row: −Â log π = 0, unweighted
 
@@ -194,7 +213,13 @@ def test_luffy_gradient_is_shaped_sft_term():
     model, sequences, mask, adv, is_gt = _augmented_group()
     log_prob = model(sequences)
     loss, _ = visurf_policy_loss_terms(
-        log_prob.detach(), log_prob, adv, mask, is_gt=is_gt, gt_loss="luffy_shaping", luffy_gamma=gamma,
+        log_prob.detach(),
+        log_prob,
+        adv,
+        mask,
+        is_gt=is_gt,
+        gt_loss="luffy_shaping",
+        luffy_gamma=gamma,
         loss_agg_mode="seq-mean-token-sum",
     )
     shaping = lambda lp: gamma * lp.exp() / (lp.exp() + gamma) ** 2  # noqa: E731
@@ -213,7 +238,9 @@ def test_smoothed_gt_leaves_pure_rlvr():
     rewards[:, 0] = scores
     adv, _ = compute_visurf_outcome_advantage(rewards, mask, index)
     log_prob = model(sequences)
-    loss, _ = visurf_policy_loss_terms(log_prob.detach(), log_prob, adv, mask, is_gt=is_gt, loss_agg_mode="seq-mean-token-sum")
+    loss, _ = visurf_policy_loss_terms(
+        log_prob.detach(), log_prob, adv, mask, is_gt=is_gt, loss_agg_mode="seq-mean-token-sum"
+    )
     rlvr, sft = _decomposition(model, sequences, mask, adv)
     assert sft.abs().max() < 1e-12
     torch.testing.assert_close(-_grads(model, loss), rlvr, atol=1e-5, rtol=0)
@@ -298,8 +325,12 @@ def test_actor_loss_gt_variant(overrides, is_gt_form):
     assert metrics.keys() == verl_metrics.keys()
 
     terms = dict(
-        old_log_prob=data["old_log_probs"], log_prob=log_prob, advantages=data["advantages"],
-        response_mask=data["response_mask"].bool(), clip_ratio_high=0.28, loss_agg_mode=config.loss_agg_mode,
+        old_log_prob=data["old_log_probs"],
+        log_prob=log_prob,
+        advantages=data["advantages"],
+        response_mask=data["response_mask"].bool(),
+        clip_ratio_high=0.28,
+        loss_agg_mode=config.loss_agg_mode,
         global_batch_info=config.global_batch_info,
     )
     expected_pg, _ = visurf_policy_loss_terms(**terms, is_gt=torch.tensor(GT_ROWS), gt_loss="sft")

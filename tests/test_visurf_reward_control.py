@@ -117,7 +117,13 @@ def test_align_rejects_unknown_task_and_bad_template():
 
 
 def test_every_task_is_aligned():
-    labels = {"grounding": TWO_OBJECTS, "anomaly": "[]", "lesion": TWO_OBJECTS, "gui": '[{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110]}]', "math": "2"}
+    labels = {
+        "grounding": TWO_OBJECTS,
+        "anomaly": "[]",
+        "lesion": TWO_OBJECTS,
+        "gui": '[{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110]}]',
+        "math": "2",
+    }
     assert set(labels) == set(TASKS)
     for task, label in labels.items():
         out = align_gt(label, task)

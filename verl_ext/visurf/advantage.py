@@ -6,7 +6,7 @@ GT row (when one was injected); every member is normalised against all G+1 rewar
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ def compute_visurf_outcome_advantage(
     index: np.ndarray,
     epsilon: float = 1e-6,
     norm_adv_by_std_in_grpo: bool = True,
-    config: Optional[AlgoConfig] = None,
+    config: AlgoConfig | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Outcome advantage normalised per `uid` group over all G rollouts and the GT row.

@@ -15,7 +15,7 @@ the clipped surrogate), "luffy_shaping" (LUFFY: −Â·π/(π+γ) on GT rows, no
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,15 +73,15 @@ def visurf_policy_loss_terms(
     log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
-    is_gt: Optional[torch.Tensor] = None,
+    is_gt: torch.Tensor | None = None,
     gt_loss: str = "ppo_clip",
     clip_ratio_low: float = 0.2,
     clip_ratio_high: float = 0.2,
     clip_ratio_c: float = 3.0,
     luffy_gamma: float = 0.1,
     loss_agg_mode: str = "token-mean",
-    rollout_is_weights: Optional[torch.Tensor] = None,
-    global_batch_info: Optional[dict[str, Any]] = None,
+    rollout_is_weights: torch.Tensor | None = None,
+    global_batch_info: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """ViSurf policy loss over the augmented group, with the GT-row variant `gt_loss`.
 
@@ -160,7 +160,7 @@ def compute_policy_loss_visurf(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     loss_agg_mode: str = "token-mean",
-    config: Optional[ActorConfig] = None,
+    config: ActorConfig | None = None,
     rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """ViSurf clipped surrogate over all G+1 rows (METHOD.md §1.5), verl's registered-loss signature.
@@ -199,7 +199,7 @@ def compute_policy_loss_visurf(
     return pg_loss, {key: value.item() for key, value in pg_metrics.items()}
 
 
-def _is_gt_rows(data: TensorDict) -> Optional[torch.Tensor]:
+def _is_gt_rows(data: TensorDict) -> torch.Tensor | None:
     """The micro-batch's `is_gt` column as a bool tensor (bs,), or None when the batch has none.
 
     The column arrives as a tensor, a tensordict non-tensor stack / list of bools, or a numpy array.
@@ -312,7 +312,9 @@ def visurf_actor_loss(
 
     if config.use_kl_loss:
         kld = kl_penalty(logprob=log_prob, ref_logprob=data["ref_log_prob"], kl_penalty=config.kl_loss_type)
-        kl_loss = agg_loss(loss_mat=kld, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info)
+        kl_loss = agg_loss(
+            loss_mat=kld, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
+        )
         policy_loss += kl_loss * config.kl_loss_coef
         metrics["kl_loss"] = Metric(value=kl_loss, aggregation=metric_aggregation)
         metrics["kl_coef"] = config.kl_loss_coef

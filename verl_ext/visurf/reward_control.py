@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from verl_ext.constants import BBOX_KEY, FRAME, POINT_KEY, TASKS, ANSWER_TEMPLATE
+from verl_ext.constants import ANSWER_TEMPLATE, BBOX_KEY, FRAME, POINT_KEY, TASKS
 from verl_ext.visurf.groups import group_ids
 
 __all__ = ["RewardControl", "align_gt", "smooth_gt_rewards"]
