@@ -209,12 +209,6 @@ def build_tiny(out: str | os.PathLike, spec: TinySpec = TinySpec(), force: bool 
     return out
 
 
-def vision_token_ids(config) -> list[int]:
-    """Ids a rollout must never sample: image/video placeholders and the vision start/end markers."""
-    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "vision_token_id")
-    return sorted({t for t in (getattr(config, n, None) for n in names) if t is not None})
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],

@@ -112,6 +112,18 @@ class RayViSurfTrainer(RayPPOTrainer):
                 batch.non_tensor_batch["uid"] = uids
         return old_log_prob, mfu
 
+    def _log_rollout_data(self, batch: DataProto, reward_extra_infos_dict: dict, timing_raw: dict,
+                          rollout_data_dir: str):
+        """verl's rollout dump (``trainer.rollout_data_dir``) plus, per row: ``uid``, ``is_gt``,
+        the sequence advantage and the response token ids (so GT rows can be checked exactly)."""
+        extra = dict(reward_extra_infos_dict)
+        mask = batch.batch["response_mask"].bool()
+        extra["uid"] = [str(u) for u in batch.non_tensor_batch["uid"]]
+        extra["is_gt"] = (_is_gt(batch) if _is_gt(batch) is not None else np.zeros(len(batch), dtype=bool)).tolist()
+        extra["advantage"] = ((batch.batch["advantages"] * mask).sum(-1) / mask.sum(-1).clamp_min(1)).tolist()
+        extra["response_ids"] = [row[m].tolist() for row, m in zip(batch.batch["responses"], mask)]
+        super()._log_rollout_data(batch, extra, timing_raw, rollout_data_dir)
+
     def _update_actor(self, batch: DataProto) -> DataProto:
         output = super()._update_actor(batch)
         if _is_gt(batch) is not None:

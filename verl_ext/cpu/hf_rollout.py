@@ -28,8 +28,6 @@ import torch
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY, BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
-from verl_ext.tiny import vision_token_ids
-
 logger = logging.getLogger(__name__)
 ROLLOUT_NAME = "hf"
 
@@ -37,6 +35,12 @@ ROLLOUT_NAME = "hf"
 def server_actor_name(replica_rank: int) -> str:
     """Name of the ray actor serving replica ``replica_rank`` (namespaced per ray job)."""
     return f"visurf_hf_rollout_{replica_rank}_{ray.get_runtime_context().get_job_id()}"
+
+
+def vision_token_ids(config) -> list[int]:
+    """Ids a rollout must never sample: image/video placeholders and the vision start/end markers."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "vision_token_id")
+    return sorted({t for t in (getattr(config, n, None) for n in names) if t is not None})
 
 
 def sampled_log_probs(scores: tuple[torch.Tensor, ...], token_ids: torch.Tensor) -> torch.Tensor:

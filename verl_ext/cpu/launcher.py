@@ -59,7 +59,8 @@ def prepare_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(REPO_ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
-    forward = set(CPU_ENV) | set(extra or {}) | {"PYTHONPATH", "VERL_LOGGING_LEVEL"}
+    forward = set(CPU_ENV) | set(extra or {}) | {"PYTHONPATH", "VERL_LOGGING_LEVEL", "VERL_FILE_LOGGER_PATH",
+                                                 "VERL_FILE_LOGGER_ROOT"}
     return {k: os.environ[k] for k in sorted(forward) if k in os.environ}
 
 

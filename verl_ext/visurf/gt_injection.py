@@ -125,12 +125,16 @@ def group_reward_step(
     return new_scores, active.numpy()
 
 
-def add_to_last_token(token_scores: torch.Tensor, response_mask: torch.Tensor, delta: torch.Tensor) -> None:
-    """In place: ``token_scores[i, last_valid_token(i)] += delta[i]`` (verl puts outcome
-    rewards on the last response token). Rows without response tokens are left alone."""
+def set_outcome_scores(token_scores: torch.Tensor, response_mask: torch.Tensor, scores: torch.Tensor) -> None:
+    """In place: make ``token_scores[i].sum() == scores[i]`` by rewriting the last valid response
+    token (where verl puts outcome rewards): ``last := scores - (row sum - last)``. Exact when the
+    other tokens are 0, so a smoothed GT equals the rollout mean bit for bit (Â_gt = 0 exactly).
+    Rows without response tokens are left alone."""
     length = response_mask.sum(-1).long()
-    rows = torch.nonzero((length > 0) & (delta != 0)).flatten()
-    token_scores[rows, length[rows] - 1] += delta[rows].to(token_scores.dtype)
+    rows = torch.nonzero(length > 0).flatten()
+    last = length[rows] - 1
+    others = token_scores[rows].sum(-1) - token_scores[rows, last]
+    token_scores[rows, last] = (scores[rows].to(token_scores.dtype) - others)
 
 
 # ------------------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ class VisurfAgentLoopManager(AgentLoopManager):
             new_scores, active = group_reward_step(
                 scores, uids, is_gt, self.reward_control.smoothing, self.inject_when
             )
-            add_to_last_token(token_scores, out.batch["response_mask"], new_scores - scores)
+            set_outcome_scores(token_scores, out.batch["response_mask"], new_scores)
         out.non_tensor_batch[COL_GT_ACTIVE] = active
         out.non_tensor_batch[COL_GT_SCORE_RAW] = raw
         return out
