@@ -50,6 +50,8 @@ def test_visurf_batch_has_one_gt_row_per_group(visurf_run):
         assert len(groups) == PROMPTS and all(len(g) == G + 1 for g in groups.values())
         n_gt = [sum(r["is_gt"] for r in g) for g in groups.values()]
         assert set(n_gt) <= {0, 1} and sum(n_gt) == m["visurf/gt_injected"]
+        # every GT row was checked against its group: same prompt ids, images, 3-D rope positions
+        assert m["visurf/gt_rows_checked"] == m["visurf/gt_injected"]
 
 
 def test_gt_rows_carry_exactly_the_aligned_gt_tokens(visurf_run, tiny_model_dir):

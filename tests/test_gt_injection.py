@@ -76,3 +76,49 @@ def test_set_outcome_scores_rewrites_the_last_valid_token_exactly():
     assert token_scores[0].sum().item() == target[0].item()  # bit-exact (float32)
     assert token_scores[1].tolist() == [0, 0, 0, 0, 2.0]
     assert token_scores[2].tolist() == [0.0] * 5  # no response token: untouched
+
+
+def _hand_made_batch():
+    """2 groups x (2 rollouts + GT), prompt length 3, response length 4, Qwen2.5-VL 4xL positions."""
+    from verl import DataProto
+
+    B, P, R = 6, 3, 4
+    prompts = torch.tensor([[0, 11, 12]] * 3 + [[21, 22, 23]] * 3)
+    responses = torch.randint(30, 40, (B, R))
+    resp_mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]] * 2)
+    attn = torch.cat([torch.tensor([[0, 1, 1]] * 3 + [[1, 1, 1]] * 3), resp_mask], dim=1)
+    base = torch.arange(P + R).expand(4, -1)
+    pos = torch.stack([base + (10 if i >= 3 else 0) for i in range(B)])  # [B, 4, P+R]
+    pix = [torch.full((4, 6), float(i // 3)) for i in range(B)]
+    mm = np.array([{"pixel_values": p, "image_grid_thw": torch.tensor([[1, 2, 2]])} for p in pix], dtype=object)
+    return DataProto.from_dict(
+        tensors={"prompts": prompts, "responses": responses, "response_mask": resp_mask, "attention_mask": attn,
+                 "position_ids": pos},
+        non_tensors={"uid": np.array(["u1"] * 3 + ["u2"] * 3, dtype=object),
+                     "is_gt": np.array([False, False, True] * 2), "multi_modal_inputs": mm},
+    )
+
+
+def test_check_gt_rows_accepts_a_consistent_batch_in_any_order():
+    from verl_ext.visurf.gt_injection import check_gt_rows
+
+    batch = _hand_made_batch()
+    assert check_gt_rows(batch) == 2
+    perm = torch.tensor([5, 0, 3, 2, 4, 1])
+    batch.reorder(perm)  # verl's balancing reorders rows: nothing may depend on position
+    assert check_gt_rows(batch) == 2
+
+
+@pytest.mark.parametrize("corrupt, what", [
+    (lambda b: b.batch["prompts"][2].__setitem__(1, 99), "prompt ids"),
+    (lambda b: b.batch["position_ids"][2, 1].__setitem__(4, 77), "position ids"),
+    (lambda b: b.non_tensor_batch["multi_modal_inputs"][5].__setitem__("pixel_values", torch.zeros(4, 6)),
+     "multi_modal_inputs"),
+])
+def test_check_gt_rows_names_what_differs(corrupt, what):
+    from verl_ext.visurf.gt_injection import check_gt_rows
+
+    batch = _hand_made_batch()
+    corrupt(batch)
+    with pytest.raises(RuntimeError, match=what):
+        check_gt_rows(batch)

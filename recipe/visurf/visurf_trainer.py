@@ -6,7 +6,8 @@ Everything algorithmic lives in ``verl_ext``; this class only wires it into verl
 * GT rows are produced during generation by ``VisurfAgentLoopManager`` / the ``visurf_gt``
   agent loop (``verl_ext.visurf.gt_injection``), which also runs reward smoothing and
   ``inject_when=all_fail`` where the whole batch of rewards is visible;
-* ``_compute_old_log_prob``: after verl's old-log-prob pass, GT rows get
+* ``_compute_old_log_prob``: GT rows are checked against their group (``check_gt_rows``:
+  same prompt ids, images, 3-D rope positions); after verl's old-log-prob pass, GT rows get
   ``rollout_log_probs := old_log_probs`` (the GT was teacher-forced, no sampler log-probs
   exist) and GT rows switched off by ``all_fail`` leave their group (their own ``uid``, so
   the ``visurf`` estimator gives them advantage 0);
@@ -28,7 +29,13 @@ import torch
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
-from verl_ext.visurf.gt_injection import COL_GT_ACTIVE, COL_GT_SCORE_RAW, COL_GT_SKIPPED, COL_IS_GT
+from verl_ext.visurf.gt_injection import (
+    COL_GT_ACTIVE,
+    COL_GT_SCORE_RAW,
+    COL_GT_SKIPPED,
+    COL_IS_GT,
+    check_gt_rows,
+)
 
 GT_OFF_SUFFIX = "/visurf-gt-off"
 
@@ -100,6 +107,7 @@ class RayViSurfTrainer(RayPPOTrainer):
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
         is_gt = _is_gt(batch)
         if is_gt is not None and is_gt.any():
+            self._gt_rows_checked = check_gt_rows(batch)  # same prompt/images/positions as the group
             gt = torch.from_numpy(is_gt)
             if "rollout_log_probs" in batch.batch.keys():
                 rlp = batch.batch["rollout_log_probs"]
@@ -128,6 +136,7 @@ class RayViSurfTrainer(RayPPOTrainer):
         output = super()._update_actor(batch)
         if _is_gt(batch) is not None:
             step_metrics = visurf_step_metrics(batch)
+            step_metrics["visurf/gt_rows_checked"] = float(getattr(self, "_gt_rows_checked", 0))
             output.meta_info.setdefault("metrics", {}).update(step_metrics)
         return output
 

@@ -257,3 +257,50 @@ class VisurfAgentLoopManager(AgentLoopManager):
         out.non_tensor_batch[COL_GT_ACTIVE] = active
         out.non_tensor_batch[COL_GT_SCORE_RAW] = raw
         return out
+
+
+def check_gt_rows(batch: DataProto) -> int:
+    """Check every GT row against a sampled row of its group; returns the number checked.
+
+    The GT row must share the prompt with its group (``prompts``, prompt ``attention_mask``,
+    prompt ``position_ids`` — 3-D rope for Qwen2.5-VL — and every ``multi_modal_inputs``
+    tensor), and its response position ids must continue the prompt exactly like a rollout's
+    (equal over the common valid length). A mismatch means the GT would be trained on another
+    image or prompt, so it raises ``RuntimeError`` naming the group. Groups without a sampled
+    row (G = 0) are skipped.
+    """
+    is_gt = np.asarray(batch.non_tensor_batch.get(COL_IS_GT, np.zeros(len(batch), dtype=bool)), dtype=bool)
+    if not is_gt.any():
+        return 0
+    uids = np.asarray(batch.non_tensor_batch["uid"])
+    gid = group_ids(uids)[0].numpy()
+    # one sampled row per group: the first non-GT row of each group id
+    sampled = np.full(gid.max() + 1, -1)
+    order = np.nonzero(~is_gt)[0]
+    sampled[gid[order[::-1]]] = order[::-1]
+    prompts, attn, pos = batch.batch["prompts"], batch.batch["attention_mask"], batch.batch["position_ids"]
+    resp_mask = batch.batch["response_mask"]
+    P = prompts.shape[-1]
+    mm = batch.non_tensor_batch.get("multi_modal_inputs")
+    checked = 0
+    for g in np.nonzero(is_gt)[0]:
+        r = sampled[gid[g]]
+        if r < 0:
+            continue
+        n = int(min(resp_mask[g].sum(), resp_mask[r].sum()))
+        problems = []
+        if not torch.equal(prompts[g], prompts[r]) or not torch.equal(attn[g, :P], attn[r, :P]):
+            problems.append("prompt ids / mask")
+        if not torch.equal(pos[g][..., : P + n], pos[r][..., : P + n]):
+            problems.append("position ids")
+        if mm is not None:
+            a, b = mm[g] or {}, mm[r] or {}
+            if a.keys() != b.keys() or any(
+                isinstance(a[k], torch.Tensor) and not torch.equal(a[k], b[k]) for k in a
+            ):
+                problems.append("multi_modal_inputs")
+        if problems:
+            raise RuntimeError(f"visurf: GT row {g} of group {uids[g]!r} differs from its rollouts in: "
+                               f"{', '.join(problems)}")
+        checked += 1
+    return checked
