@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from verl import DataProto
 from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls
-from verl_ext.reward_manager import REWARD_MANAGER_NAME, ViSurfRewardManager, apply_group_reward_control
+from verl_ext.reward_manager import REWARD_MANAGER_NAME, ViSurfRewardManager
 from verl_ext.visurf.reward_control import RewardControl
 
 LABEL = json.dumps([{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110]}])
@@ -95,7 +95,7 @@ def test_batch_call_scores_and_smooths():
     assert off.sum(-1).tolist() == [7.0, 2.0, 6.0, 2.0, 6.0, 6.0]
 
 
-def scored_batch(kl: bool):
+def scored_batch():
     """A mixed batch as the trainer holds it after gathering rewards (rm_scores -> token_level_*)."""
     manager = ViSurfRewardManager(config(), ByteTokenizer())
     # a: rollouts 7, 2 vs GT 6 -> smoothed to 4.5; b: rollouts 2, 2 vs GT 6 -> kept (GT carries signal)
@@ -111,49 +111,48 @@ def scored_batch(kl: bool):
     for key in infos[0]:
         batch.non_tensor_batch[key] = np.array([info[key] for info in infos])
     batch.batch["token_level_scores"] = batch.batch["rm_scores"]  # what ray_trainer does
-    if kl:
-        batch.batch["token_level_rewards"] = batch.batch["token_level_scores"] - 0.01 * batch.batch["response_mask"]
-    else:
-        batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
+    batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
     return batch, last
 
 
-def test_group_step_aliased_scores_and_rewards():
-    batch, last = scored_batch(kl=False)
-    metrics = apply_group_reward_control(batch, RewardControl())
+def test_group_step_on_manager_scores():
+    """The manager's per-row scores (GT without thinking reward), then the group step exactly as
+    the ViSurf agent-loop manager runs it on ``rm_scores``, then the trainer's metrics."""
+    from recipe.visurf.visurf_trainer import visurf_step_metrics
+    from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
+    from verl_ext.visurf.gt_injection import apply_group_step
+
+    batch, last = scored_batch()
+    apply_group_step(batch, batch.non_tensor_batch["uid"], smoothing=True, inject_when="always")
     expected = [7.0, 2.0, 4.5, 2.0, 2.0, 6.0]
-    assert batch.batch["token_level_scores"].sum(-1).tolist() == expected
-    assert batch.batch["token_level_rewards"] is batch.batch["token_level_scores"]  # still aliased
-    assert batch.batch["rm_scores"] is batch.batch["token_level_scores"]
-    assert batch.batch["token_level_scores"][torch.arange(6), last].tolist() == expected  # at the last token
+    assert batch.batch["rm_scores"].sum(-1).tolist() == expected
+    assert batch.batch["token_level_rewards"] is batch.batch["rm_scores"]  # written in place: aliases hold
+    assert batch.batch["rm_scores"][torch.arange(6), last].tolist() == expected  # at the last token
+    assert batch.non_tensor_batch["visurf_gt_score_raw"][[2, 5]].tolist() == [6.0, 6.0]
+    adv, _ = compute_visurf_outcome_advantage(batch.batch["token_level_rewards"], batch.batch["response_mask"],
+                                              batch.non_tensor_batch["uid"])
+    batch.batch["advantages"] = adv
+    metrics = visurf_step_metrics(batch)
     assert metrics["visurf/gt_reward_before_smoothing"] == 6.0
     assert metrics["visurf/gt_reward_after_smoothing"] == (4.5 + 6.0) / 2
-    assert metrics["visurf/gt_smoothed_frac"] == 0.5
-    assert metrics["visurf/gt_beats_rollouts_frac"] == 0.5
+    assert metrics["visurf/gt_signal_share"] == 0.5  # group a: smoothed -> A_gt = 0
     assert metrics["visurf/rollout_reward_mean"] == (7 + 2 + 2 + 2) / 4
     assert metrics["visurf/rollout_accuracy_mean"] == 3 / 4
     assert metrics["visurf/rollout_invalid/bad_json"] == 3 / 4
     # idempotent: a second pass changes nothing
-    apply_group_reward_control(batch, RewardControl())
-    assert batch.batch["token_level_scores"].sum(-1).tolist() == expected
-
-
-def test_group_step_with_kl_in_reward():
-    batch, last = scored_batch(kl=True)
-    before = batch.batch["token_level_rewards"].clone()
-    apply_group_reward_control(batch, RewardControl())
-    delta = torch.zeros_like(before)
-    delta[2, last[2]] = 4.5 - 6.0
-    torch.testing.assert_close(batch.batch["token_level_rewards"], before + delta)  # KL terms kept
-    assert batch.batch["token_level_scores"].sum(-1).tolist() == [7.0, 2.0, 4.5, 2.0, 2.0, 6.0]
+    apply_group_step(batch, batch.non_tensor_batch["uid"], smoothing=True, inject_when="always")
+    assert batch.batch["rm_scores"].sum(-1).tolist() == expected
 
 
 def test_group_step_switched_off_and_without_gt():
-    batch, _ = scored_batch(kl=False)
-    metrics = apply_group_reward_control(batch, RewardControl(smoothing=False))
-    assert batch.batch["token_level_scores"].sum(-1).tolist() == [7.0, 2.0, 6.0, 2.0, 2.0, 6.0]
-    assert metrics["visurf/gt_reward_after_smoothing"] == 6.0 and metrics["visurf/gt_smoothed_frac"] == 0.0
+    from verl_ext.visurf.gt_injection import apply_group_step
+
+    batch, _ = scored_batch()
+    apply_group_step(batch, batch.non_tensor_batch["uid"], smoothing=False, inject_when="always")
+    assert batch.batch["rm_scores"].sum(-1).tolist() == [7.0, 2.0, 6.0, 2.0, 2.0, 6.0]
+    apply_group_step(batch, batch.non_tensor_batch["uid"], smoothing=True, inject_when="all_fail")
+    # all_fail: group a has a rollout (7) above its GT -> the GT leaves the group; b keeps it
+    assert batch.non_tensor_batch["visurf_gt_active"].tolist() == [False, False, False, False, False, True]
     batch.non_tensor_batch["is_gt"] = np.zeros(6, dtype=bool)  # e.g. GRPO: nothing to smooth
-    metrics = apply_group_reward_control(batch, RewardControl())
-    assert "visurf/gt_reward_before_smoothing" not in metrics
-    assert batch.batch["token_level_scores"].sum(-1).tolist() == [7.0, 2.0, 6.0, 2.0, 2.0, 6.0]
+    apply_group_step(batch, batch.non_tensor_batch["uid"], smoothing=True, inject_when="always")
+    assert batch.batch["rm_scores"].sum(-1).tolist() == [7.0, 2.0, 4.5, 2.0, 2.0, 6.0]

@@ -8,10 +8,9 @@ Where each part of reward control runs in verl 0.9.1 (classic trainer, agent-loo
   score at the last response token) and the dict keys as ``reward_extra_info``. The manager
   reads the row's ``is_gt`` column and applies the GT thinking-reward rule (METHOD.md §3.2).
 * **Per group** — smoothing (METHOD.md §3.3) needs every score of a ``uid`` group, which no
-  reward manager sees in 0.9.1. It runs where the whole batch is visible:
-  ``apply_group_reward_control(batch, control)`` right after the trainer gathers rewards and
-  before ``compute_advantage`` (or on the agent-loop manager's output ``rm_scores``).
-  Smoothing is idempotent, so running it twice gives the same rewards.
+  reward manager sees in 0.9.1. It runs where the whole batch of ``rm_scores`` first becomes
+  visible: the ViSurf agent-loop manager's output, ``verl_ext.visurf.gt_injection.apply_group_step``
+  (before old log-probs and advantages). Smoothing is idempotent.
 * ``ViSurfRewardManager.__call__(data)`` scores a whole batch synchronously (tests, offline
   scoring, a trainer that scores by itself) and smooths it there too.
 
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -43,10 +41,9 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.experimental.reward_loop.reward_manager.registry import REWARD_MANAGER, register
 from verl_ext.rewards import compute_score as default_compute_score
-from verl_ext.rewards.common import COMPONENTS
 from verl_ext.visurf.reward_control import RewardControl, smooth_gt_rewards
 
-__all__ = ["REWARD_MANAGER_NAME", "ViSurfRewardManager", "apply_group_reward_control", "last_token_index"]
+__all__ = ["REWARD_MANAGER_NAME", "ViSurfRewardManager", "last_token_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,83 +175,3 @@ def _register() -> None:
 
 
 _register()
-
-
-# --------------------------------------------------------------------------------------------
-# The group step (smoothing), where the trainer sees the whole batch
-# --------------------------------------------------------------------------------------------
-def apply_group_reward_control(batch: DataProto, control: RewardControl) -> dict[str, float]:
-    """Reward smoothing per ``uid`` group on a scored batch (METHOD.md §3.3), in the trainer.
-
-    Call it after the rewards are gathered (``rm_scores`` / ``token_level_scores`` present) and
-    before ``compute_advantage``. Each row's outcome reward is the sum of its score tensor; the
-    change ``smooth_gt_rewards(...) − reward`` is added at the row's last valid response token of
-    every score tensor present (``rm_scores``, ``token_level_scores``, ``token_level_rewards``).
-    Tensors that alias each other (``use_kl_in_reward=False`` makes ``token_level_rewards`` the
-    same tensor as ``token_level_scores``) stay aliased and get the change once; with the KL
-    penalty already applied, the rewards keep their per-token KL terms. Tensors are replaced, not
-    modified in place. A batch without ``is_gt`` rows is left unchanged.
-
-    Args:
-        batch: `(DataProto)` with ``uid`` and ``is_gt`` (non-tensor) and at least one of the score
-            tensors, shape (bs, response_length); ``response_mask`` or ``attention_mask``.
-        control: `(RewardControl)` the switches (``smoothing``).
-
-    Returns:
-        metrics: ``visurf/gt_reward_before_smoothing``, ``visurf/gt_reward_after_smoothing``,
-        ``visurf/gt_smoothed_frac`` (share of GT rows whose reward smoothing changed), ``visurf/gt_beats_rollouts_frac``
-        (GT strictly above every rollout of its group: the GT carries signal),
-        ``visurf/rollout_reward_mean``, ``visurf/rollout_<component>_mean`` and
-        ``visurf/rollout_invalid/<reason>`` (share of rollouts) when the reward extra info is in
-        the batch.
-    """
-    keys = [k for k in _SCORE_KEYS if k in batch.batch.keys()]
-    if not keys:
-        raise ValueError(f"batch has none of the score tensors {_SCORE_KEYS}")
-    is_gt = _is_gt_mask(batch)
-    rollout = ~is_gt
-    source = "token_level_scores" if "token_level_scores" in keys else keys[0]
-    scores = batch.batch[source].sum(-1)
-    metrics: dict[str, float] = {}
-    if rollout.any():
-        metrics["visurf/rollout_reward_mean"] = float(scores[torch.from_numpy(rollout)].mean())
-        for name in COMPONENTS:
-            if name in batch.non_tensor_batch:
-                metrics[f"visurf/rollout_{name}_mean"] = float(
-                    np.mean(np.asarray(batch.non_tensor_batch[name], dtype=np.float64)[rollout])
-                )
-        if "invalid_reason" in batch.non_tensor_batch:
-            reasons = Counter(str(r) for r in np.asarray(batch.non_tensor_batch["invalid_reason"])[rollout] if r)
-            n = int(rollout.sum())
-            for reason, count in sorted(reasons.items()):
-                metrics[f"visurf/rollout_invalid/{reason}"] = count / n
-    if not is_gt.any():
-        return metrics
-
-    gt_t = torch.from_numpy(is_gt)
-    uid = np.asarray(batch.non_tensor_batch["uid"])
-    metrics["visurf/gt_reward_before_smoothing"] = float(scores[gt_t].mean())
-    # best rollout per group, for the "GT carries signal" share
-    best: dict[Any, float] = {}
-    for u, s in zip(uid[rollout], scores[torch.from_numpy(rollout)].tolist(), strict=True):
-        best[u] = max(best.get(u, -math.inf), s)
-    gt_rows = np.flatnonzero(is_gt)
-    beats = [float(scores[i]) > best.get(uid[i], -math.inf) for i in gt_rows]
-    metrics["visurf/gt_beats_rollouts_frac"] = float(np.mean(beats))
-
-    new = smooth_gt_rewards(scores, uid, gt_t) if control.smoothing else scores
-    delta = (new - scores).to(batch.batch[source].dtype)
-    metrics["visurf/gt_reward_after_smoothing"] = float(new[gt_t].mean())
-    metrics["visurf/gt_smoothed_frac"] = float((delta[gt_t] != 0).float().mean()) if control.smoothing else 0.0
-    if control.smoothing and bool((delta != 0).any()):
-        rows = torch.arange(len(batch))
-        last = last_token_index(batch)
-        replaced: dict[int, torch.Tensor] = {}  # id(old tensor) -> new tensor, keeps aliases aliased
-        for key in keys:
-            old = batch.batch[key]
-            if id(old) not in replaced:
-                updated = old.clone()
-                updated[rows, last] += delta.to(updated.dtype)
-                replaced[id(old)] = updated
-            batch.batch[key] = replaced[id(old)]
-    return metrics

@@ -29,6 +29,7 @@ import torch
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
+from verl_ext.rewards.common import COMPONENTS
 from verl_ext.visurf.gt_injection import (
     COL_GT_ACTIVE,
     COL_GT_SCORE_RAW,
@@ -44,8 +45,9 @@ def visurf_step_metrics(batch: DataProto) -> dict[str, float]:
     """The ``visurf/*`` metrics of one training batch (after advantages were computed).
 
     GT reward before/after smoothing, GT advantage mean, share of groups where the GT carried
-    signal (|Â_gt| > 1e-6), rollout-only reward and accuracy, GT rows injected / switched off /
-    skipped (too long, no or bad label).
+    signal (|Â_gt| > 1e-6), rollout-only reward, reward components (``accuracy``, formats, ...)
+    and invalid-answer shares, GT rows injected / switched off / skipped (too long, no or bad
+    label).
     """
     nt = batch.non_tensor_batch
     n = len(batch)
@@ -63,9 +65,16 @@ def visurf_step_metrics(batch: DataProto) -> dict[str, float]:
         "visurf/gt_skipped_bad_label": float((skipped == "bad_label").sum()),
         "visurf/rollout_reward_mean": float(scores[rollout].mean()) if rollout.any() else 0.0,
     }
-    if "accuracy" in nt:
-        acc = np.asarray(nt["accuracy"], dtype=float)
-        metrics["visurf/rollout_accuracy_mean"] = float(acc[~is_gt].mean()) if (~is_gt).any() else 0.0
+    if (~is_gt).any():
+        for name in COMPONENTS:  # reward components of the on-policy rows (reward_extra_info columns)
+            if name in nt:
+                values = np.asarray(nt[name], dtype=np.float64)[~is_gt]
+                metrics[f"visurf/rollout_{name}_mean"] = float(values.mean())
+        if "invalid_reason" in nt:
+            reasons, counts = np.unique(np.asarray(nt["invalid_reason"], dtype=str)[~is_gt], return_counts=True)
+            for reason, count in zip(reasons, counts):
+                if reason:
+                    metrics[f"visurf/rollout_invalid/{reason}"] = count / int((~is_gt).sum())
     if is_gt.any():
         raw = np.asarray(nt.get(COL_GT_SCORE_RAW, np.full(n, np.nan)), dtype=float)
         mask = batch.batch["response_mask"].double()

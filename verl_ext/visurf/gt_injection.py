@@ -179,6 +179,28 @@ class VisurfGTAgentLoop(SingleTurnAgentLoop):
             self.server_manager = sampler
 
 
+def apply_group_step(batch: DataProto, uids: Sequence[Any], smoothing: bool, inject_when: str) -> None:
+    """The group step of reward control on a generated, scored batch (in place).
+
+    Where verl 0.9.1 first sees a whole batch of rewards: the agent-loop workers return each
+    row's score as ``rm_scores`` (at its last response token). ``group_reward_step`` runs over
+    the outcome rewards and the result is written back exactly (``set_outcome_scores``).
+    Adds the columns ``visurf_gt_active`` and ``visurf_gt_score_raw`` (GT reward before
+    smoothing, nan on other rows). Without ``rm_scores`` (a reward model scoring later) the
+    batch is only annotated: every GT row active, no smoothing.
+    """
+    is_gt = np.asarray(batch.non_tensor_batch[COL_IS_GT], dtype=bool)
+    active, raw = is_gt.copy(), np.full(len(batch), np.nan)
+    if "rm_scores" in batch.batch.keys():
+        token_scores = batch.batch["rm_scores"]
+        scores = token_scores.sum(-1)
+        raw[is_gt] = scores[torch.from_numpy(is_gt)].double().numpy()
+        new_scores, active = group_reward_step(scores, uids, is_gt, smoothing, inject_when)
+        set_outcome_scores(token_scores, batch.batch["response_mask"], new_scores)
+    batch.non_tensor_batch[COL_GT_ACTIVE] = active
+    batch.non_tensor_batch[COL_GT_SCORE_RAW] = raw
+
+
 def _column(batch: DataProto, key: str, default: Any) -> np.ndarray:
     values = batch.non_tensor_batch.get(key)
     return np.asarray(values, dtype=object) if values is not None else np.full(len(batch), default, dtype=object)
@@ -244,18 +266,7 @@ class VisurfAgentLoopManager(AgentLoopManager):
             raise RuntimeError(f"agent loops returned {len(out)} rows for {len(prompts)} prompts")
         out.non_tensor_batch[COL_IS_GT] = is_gt
         out.non_tensor_batch[COL_GT_SKIPPED] = skipped
-        active = is_gt.copy()
-        raw = np.full(len(out), np.nan)
-        if "rm_scores" in out.batch.keys():
-            token_scores = out.batch["rm_scores"]
-            scores = token_scores.sum(-1)
-            raw[is_gt] = scores[torch.from_numpy(is_gt)].double().numpy()
-            new_scores, active = group_reward_step(
-                scores, uids, is_gt, self.reward_control.smoothing, self.inject_when
-            )
-            set_outcome_scores(token_scores, out.batch["response_mask"], new_scores)
-        out.non_tensor_batch[COL_GT_ACTIVE] = active
-        out.non_tensor_batch[COL_GT_SCORE_RAW] = raw
+        apply_group_step(out, uids, self.reward_control.smoothing, self.inject_when)
         return out
 
 
