@@ -25,10 +25,10 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 mkdir -p "$OUT/data"
 "$PY" -m verl_ext.tiny --out "$OUT/model" | tail -n 1
-"$PY" -m data_prep.synthetic --task grounding --n "$N_TRAIN" --seed 0 --image-size "$IMAGE_SIZE" \
-  --out "$OUT/data/train.parquet" > /dev/null
-"$PY" -m data_prep.synthetic --task grounding --n "$PROMPTS" --seed 1 --image-size "$IMAGE_SIZE" --split val \
-  --out "$OUT/data/val.parquet" > /dev/null
+{ "$PY" -m data_prep.synthetic --task grounding --n "$N_TRAIN" --seed 0 --image-size "$IMAGE_SIZE" \
+    --out "$OUT/data/train.parquet" &&
+  "$PY" -m data_prep.synthetic --task grounding --n "$PROMPTS" --seed 1 --image-size "$IMAGE_SIZE" --split val \
+    --out "$OUT/data/val.parquet"; } > "$OUT/data/prep.log" 2>&1 || { cat "$OUT/data/prep.log" >&2; exit 1; }
 echo "data: $OUT/data/{train,val}.parquet"
 
 export VERL_FILE_LOGGER_PATH="$OUT/metrics.jsonl"
