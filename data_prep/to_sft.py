@@ -1,0 +1,165 @@
+"""Turn a ViSurf RL parquet into verl's multi-turn SFT format (the SFT / SFT->GRPO baselines).
+
+Each RL row (``prompt`` = user turn(s) with ``<image>``, ``images``, ``reward_model.ground_truth``,
+``data_source``) becomes one SFT row whose ``messages`` are the prompt turns followed by one
+assistant turn: the *aligned GT response*, i.e. exactly the text ViSurf injects as the GT member
+(``RewardControl(align, gt_template).gt_response(ground_truth, task_of(data_source))``, e.g.
+``<answer>[{"bbox_2d": [...], "point_2d": [...]}]</answer>``). ``images`` are copied unchanged,
+so verl's ``MultiTurnSFTDataset`` (``verl.trainer.sft_trainer``, ``data.messages_key=messages``,
+image column ``images``) replaces each ``<image>`` with its image. ``data_source``, ``ability``,
+``reward_model`` and ``extra_info`` are carried over for traceability.
+
+The output is written atomically (hidden temp file, then ``os.replace``); a bad row aborts the
+conversion with an error naming the row (index, ``extra_info.id``, data_source) and leaves no
+partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_prep.common import AtomicParquetWriter, DataPrepError
+from verl_ext.constants import ANSWER_TEMPLATE, task_of
+from verl_ext.visurf.reward_control import RewardControl
+
+logger = logging.getLogger("data_prep.to_sft")
+
+MESSAGES_KEY = "messages"  # verl's default data.messages_key
+IMAGE_KEY = "images"  # verl's default image key (MultiTurnSFTDataset: config image_key)
+IMAGE_TOKEN = "<image>"
+REQUIRED = ("prompt", "data_source", "reward_model")
+CARRIED = ("data_source", "ability", "reward_model", "extra_info")  # copied when present
+MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+BATCH_ROWS = 256
+
+EPILOG = """example:
+  python -m data_prep.to_sft --in data/visurf_train.parquet --out data/visurf_train_sft.parquet
+
+The SFT trainer then reads it with its defaults (data.messages_key=messages, images in `images`):
+  torchrun --nproc-per-node 8 -m verl.trainer.sft_trainer data.train_files=data/visurf_train_sft.parquet ...
+(examples/run_qwen2_5_vl_7b_sft.sh does both steps).
+"""
+
+
+def _row_name(index: int, row: dict) -> str:
+    extra = row.get("extra_info") or {}
+    rid = extra.get("id") if isinstance(extra, dict) else None
+    return f"row {index}" + (f" (id {rid!r}" if rid else " (") + f", data_source {row.get('data_source')!r})"
+
+
+def sft_messages(row: dict, control: RewardControl, index: int = 0) -> list[dict]:
+    """The SFT ``messages`` of one RL row: its prompt turns + the aligned GT as the assistant turn.
+
+    Raises DataPrepError naming the row when the prompt, images or label are unusable.
+    """
+    where = _row_name(index, row)
+    prompt = row.get("prompt")
+    if not isinstance(prompt, list) or not prompt:
+        raise DataPrepError(f"{where}: `prompt` must be a non-empty list of messages, got {prompt!r:.200}")
+    for turn in prompt:
+        if (
+            not isinstance(turn, dict)
+            or not isinstance(turn.get("role"), str)
+            or not isinstance(turn.get("content"), str)
+        ):
+            raise DataPrepError(f"{where}: every prompt message needs a str `role` and `content`, got {turn!r:.200}")
+    if prompt[-1]["role"] == "assistant":
+        raise DataPrepError(f"{where}: the prompt already ends with an assistant turn")
+    n_tokens = sum(len(re.findall(re.escape(IMAGE_TOKEN), t["content"])) for t in prompt)
+    n_images = len(row.get(IMAGE_KEY) or [])
+    if n_tokens != n_images:
+        raise DataPrepError(f"{where}: {n_tokens} {IMAGE_TOKEN} placeholder(s) in the prompt but {n_images} image(s)")
+    reward_model = row.get("reward_model") or {}
+    ground_truth = reward_model.get("ground_truth") if isinstance(reward_model, dict) else None
+    if not isinstance(ground_truth, str) or not ground_truth.strip():
+        raise DataPrepError(f"{where}: reward_model.ground_truth is missing or empty")
+    try:
+        task = task_of(row.get("data_source"))
+        answer = control.gt_response(ground_truth, task)
+    except ValueError as e:
+        raise DataPrepError(f"{where}: {e}") from None
+    return [{"role": t["role"], "content": t["content"]} for t in prompt] + [{"role": "assistant", "content": answer}]
+
+
+def convert(
+    src: str | os.PathLike, out: str | os.PathLike, *, align: bool = True, gt_template: str = ANSWER_TEMPLATE
+) -> int:
+    """Convert the RL parquet ``src`` into the SFT parquet ``out`` (atomically); returns the rows written."""
+    src = os.fspath(src)
+    if not os.path.isfile(src):
+        raise DataPrepError(f"missing input parquet: {src}")
+    if os.path.abspath(src) == os.path.abspath(os.fspath(out)):
+        raise DataPrepError(f"--out must differ from --in ({src})")
+    try:
+        control = RewardControl(align=align, gt_template=gt_template)
+    except ValueError as e:
+        raise DataPrepError(str(e)) from None
+    try:
+        pf = pq.ParquetFile(src)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataPrepError(f"{src} is not a readable parquet file: {e}") from None
+    schema_in = pf.schema_arrow
+    absent = [c for c in REQUIRED if c not in schema_in.names]
+    if absent:
+        raise DataPrepError(f"{src}: missing column(s) {absent}; expected a ViSurf RL parquet (data_prep.*)")
+    carried = [c for c in CARRIED if c in schema_in.names]
+    fields = [pa.field(MESSAGES_KEY, MESSAGE_TYPE)]
+    if IMAGE_KEY in schema_in.names:
+        fields.append(schema_in.field(IMAGE_KEY))
+    fields += [schema_in.field(c) for c in carried]
+    schema = pa.schema(fields)
+
+    index = 0
+    with AtomicParquetWriter(out, schema=schema) as writer:
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+            for row in batch.to_pylist():
+                new = {MESSAGES_KEY: sft_messages(row, control, index)}
+                if IMAGE_KEY in schema_in.names:
+                    new[IMAGE_KEY] = row.get(IMAGE_KEY) or []
+                new.update({c: row.get(c) for c in carried})
+                writer.write(new)
+                index += 1
+        if index == 0:
+            raise DataPrepError(f"{src}: no rows")
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.to_sft",
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--in", dest="src", required=True, help="RL parquet written by data_prep (prompt, images, ...)")
+    parser.add_argument("--out", required=True, help="SFT parquet to write (messages, images, ...)")
+    parser.add_argument(
+        "--no-align",
+        action="store_true",
+        help="raw label inside the template instead of the aligned GT (as visurf.align=False)",
+    )
+    parser.add_argument(
+        "--gt-template",
+        default=ANSWER_TEMPLATE,
+        help=f"answer template with {{answer}} (as visurf.gt_template; default {ANSWER_TEMPLATE!r})",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        n = convert(args.src, args.out, align=not args.no_align, gt_template=args.gt_template)
+    except DataPrepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logger.info("wrote %d SFT rows to %s", n, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
