@@ -170,26 +170,6 @@ def _check_model_config(path: str, notes: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 # RL (ViSurf / GRPO)
 # ---------------------------------------------------------------------------------------------
-def check_visurf_block(visurf: DictConfig) -> None:
-    """The ``visurf:`` switches, with the messages the trainer / reward manager would raise."""
-    from verl_ext.visurf.gt_injection import INJECT_WHEN
-    from verl_ext.visurf.policy_loss import GT_LOSSES
-    from verl_ext.visurf.reward_control import RewardControl
-
-    if not isinstance(visurf.enable, bool):
-        raise DryRunError(f"visurf.enable must be True or False, got {visurf.enable!r}")
-    if visurf.inject_when not in INJECT_WHEN:
-        raise DryRunError(f"visurf.inject_when must be one of {INJECT_WHEN}, got {visurf.inject_when!r}")
-    if visurf.gt_loss not in GT_LOSSES:
-        raise DryRunError(f"visurf.gt_loss must be one of {GT_LOSSES}, got {visurf.gt_loss!r}")
-    if not isinstance(visurf.luffy_gamma, (int, float)) or not visurf.luffy_gamma > 0:
-        raise DryRunError(f"visurf.luffy_gamma must be > 0, got {visurf.luffy_gamma!r}")
-    try:
-        RewardControl.from_config(visurf)
-    except ValueError as e:
-        raise DryRunError(str(e)) from None
-
-
 def validate_rl(config: DictConfig, user_keys: set[str] | None = None) -> tuple[DictConfig, list[str]]:
     """Prepare ``config`` as ``run_visurf`` does and run every check that needs no GPU.
 
@@ -198,7 +178,6 @@ def validate_rl(config: DictConfig, user_keys: set[str] | None = None) -> tuple[
     from recipe.visurf.main_visurf import prepare_config
 
     notes: list[str] = []
-    check_visurf_block(config.visurf)
     try:
         prepare_config(config, user_keys or set())
     except ValueError as e:

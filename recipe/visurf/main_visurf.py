@@ -35,8 +35,26 @@ def _user_overrides() -> set[str]:
     return {o.split("=", 1)[0].lstrip("+~") for o in task}
 
 
+def check_visurf_config(visurf: DictConfig) -> None:
+    """Validate the ``visurf:`` block before anything starts (ValueError naming the key)."""
+    from verl_ext.visurf.gt_injection import INJECT_WHEN
+    from verl_ext.visurf.policy_loss import GT_LOSSES
+    from verl_ext.visurf.reward_control import RewardControl
+
+    if not isinstance(visurf.enable, bool):
+        raise ValueError(f"visurf.enable must be True or False, got {visurf.enable!r}")
+    if visurf.inject_when not in INJECT_WHEN:
+        raise ValueError(f"visurf.inject_when must be one of {INJECT_WHEN}, got {visurf.inject_when!r}")
+    if visurf.gt_loss not in GT_LOSSES:
+        raise ValueError(f"visurf.gt_loss must be one of {GT_LOSSES}, got {visurf.gt_loss!r}")
+    if isinstance(visurf.luffy_gamma, bool) or not isinstance(visurf.luffy_gamma, (int, float)) \
+            or not visurf.luffy_gamma > 0:
+        raise ValueError(f"visurf.luffy_gamma must be a number > 0, got {visurf.luffy_gamma!r}")
+    RewardControl.from_config(visurf)  # align, gt_template, gt_thinking_reward, smoothing
+
+
 def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> DictConfig:
-    """Resolve the recipe's derived settings in place; returns ``config``.
+    """Validate the ``visurf:`` block and resolve the recipe's derived settings in place.
 
     * ViSurf on: ``rollout.n := G + 1`` (``G`` = the ``n`` the user asked for), GT agent loop
       and manager wired in; ViSurf off: verl's ``grpo`` estimator and ``vanilla`` loss, verl's
@@ -46,6 +64,7 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
       not set.
     """
     user_keys = user_keys or set()
+    check_visurf_config(config.visurf)
     with open_dict(config):
         visurf = config.visurf
         rollout = config.actor_rollout_ref.rollout
