@@ -1,0 +1,192 @@
+"""COCO-side helpers shared by the gRefCOCO and RefCOCO(+/g) converters: the instances.json
+index, annotation -> mask -> label object, and the record/convert pair (one record per ref,
+one row per sentence, the image encoded once)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from data_prep.common import (
+    DataPrepError,
+    RowError,
+    build_row,
+    check_inside,
+    frame_image_bytes,
+    image_size,
+    labels_json,
+    make_object,
+    mask_object,
+    normalize_question,
+    open_image,
+    polygons_to_mask,
+    read_json,
+)
+
+IMAGE_DIR_CANDIDATES = ("images/train2014", "images/mscoco/images/train2014", "train2014", "images")
+
+
+@dataclass(frozen=True)
+class CocoOpts:
+    data_source: str
+    image_format: str
+
+
+def load_refs(path: str) -> list[dict]:
+    """refs(x).p (pickle, latin1 fallback) or grefs(x).json (JSON list)."""
+    if path.endswith(".json"):
+        refs = read_json(path)
+    else:
+        try:
+            with open(path, "rb") as f:
+                try:
+                    refs = pickle.load(f)
+                except UnicodeDecodeError:
+                    f.seek(0)
+                    refs = pickle.load(f, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, ValueError) as e:
+            raise DataPrepError(f"malformed pickle {path}: {e}") from None
+    if not isinstance(refs, list):
+        raise DataPrepError(f"{path}: expected a list of ref dicts, got {type(refs).__name__}")
+    return refs
+
+
+def load_instances(path: str) -> tuple[dict, dict]:
+    """(images by id, annotations by id) of a COCO instances.json."""
+    inst = read_json(path)
+    if not isinstance(inst, dict) or "images" not in inst or "annotations" not in inst:
+        raise DataPrepError(f"{path}: not a COCO instances file (needs 'images' and 'annotations')")
+    images = {im["id"]: im for im in inst["images"]}
+    anns = {a["id"]: a for a in inst["annotations"]}
+    return images, anns
+
+
+def find_image_dir(root: str, image_dir: str | None) -> str:
+    if image_dir:
+        if not os.path.isdir(image_dir):
+            raise DataPrepError(f"missing image directory: {image_dir}")
+        return image_dir
+    for cand in IMAGE_DIR_CANDIDATES:
+        for base in (root, os.path.dirname(os.path.abspath(root))):
+            d = os.path.join(base, cand)
+            if os.path.isdir(d):
+                return d
+    tried = ", ".join(os.path.join(root, c) for c in IMAGE_DIR_CANDIDATES)
+    raise DataPrepError(f"no COCO train2014 image directory found (tried {tried}); pass --image-dir")
+
+
+def sentences(ref: dict, which: str) -> list[tuple[str, str]]:
+    """[(sent_id, text)] of a ref; text = raw (or sent), stripped of .?! and lowercased."""
+    out = []
+    for i, s in enumerate(ref.get("sentences") or []):
+        text = normalize_question(s.get("raw") or s.get("sent") or "")
+        if text:
+            out.append((str(s.get("sent_id", i)), text))
+    return out[:1] if which == "first" else out
+
+
+def ref_records(
+    refs: list[dict], images: dict, anns: dict, image_dir: str, split: str, which: str, source_file: str
+) -> Iterator[dict]:
+    """One record per ref of ``split`` (sorted by ref_id): image file, size, the target
+    annotations (``[]`` = no target) and the sentences."""
+    chosen = sorted((r for r in refs if r.get("split") == split), key=lambda r: r["ref_id"])
+    if not chosen:
+        present = sorted({str(r.get("split")) for r in refs})
+        raise DataPrepError(f"{source_file}: no refs with split {split!r} (splits present: {', '.join(present)})")
+    for ref in chosen:
+        name = f"ref_id {ref['ref_id']} in {source_file}"
+        ann_ids = ref.get("ann_id")
+        ann_ids = list(ann_ids) if isinstance(ann_ids, (list, tuple)) else [ann_ids]
+        targets = [a for a in ann_ids if a is not None and a != -1]
+        rec = {"name": name, "ref_id": ref["ref_id"], "split": split, "sentences": sentences(ref, which)}
+        if ref.get("no_target") and targets:
+            rec["error"] = ("inconsistent_target", f"{name}: no_target is true but ann_id is {ann_ids}")
+            yield rec
+            continue
+        im = images.get(ref.get("image_id"))
+        if im is None:
+            rec["error"] = ("missing_annotation", f"{name}: image_id {ref.get('image_id')} not in instances.json")
+            yield rec
+            continue
+        rec["image_path"] = os.path.join(image_dir, im["file_name"])
+        rec["expected_size"] = (im.get("width"), im.get("height"))
+        missing = [a for a in targets if a not in anns]
+        if missing:
+            rec["error"] = ("missing_annotation", f"{name}: ann_id {missing} not in instances.json")
+            yield rec
+            continue
+        rec["anns"] = [
+            {k: anns[a].get(k) for k in ("id", "bbox", "segmentation", "iscrowd")} for a in targets
+        ]
+        yield rec
+
+
+def ann_mask(ann: dict, w: int, h: int, record: str) -> np.ndarray | None:
+    """Boolean mask of a COCO annotation (polygons or RLE); None when it has no segmentation."""
+    seg = ann.get("segmentation")
+    if not seg:
+        return None
+    if isinstance(seg, list):
+        polys = [p for p in seg if len(p) >= 6 and len(p) % 2 == 0]  # ReLA's filter
+        for p in polys:
+            check_inside(p, w, h, record, f"segmentation of annotation {ann.get('id')}")
+        return polygons_to_mask(polys, w, h)
+    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        from pycocotools import mask as mask_utils
+
+        if list(seg["size"]) != [h, w]:
+            raise RowError(
+                "coords_outside_image",
+                f"RLE of annotation {ann.get('id')} ({record}) has size {seg['size']}, image is {h}x{w} (HxW)",
+            )
+        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
+        return mask_utils.decode(rle).astype(bool)
+    raise RowError("malformed_annotation", f"annotation {ann.get('id')} ({record}): unknown segmentation format")
+
+
+def ann_object(ann: dict, w: int, h: int, record: str) -> dict:
+    """Label object of one annotation: mask extent + most interior pixel; the COCO bbox (and
+    its centre) when there is no segmentation or it rasterises to nothing."""
+    mask = ann_mask(ann, w, h, record)
+    obj = mask_object(mask) if mask is not None else None
+    if obj is not None:
+        return obj
+    bbox = ann.get("bbox")
+    if not bbox or len(bbox) != 4:
+        raise RowError("malformed_annotation", f"annotation {ann.get('id')} ({record}): no segmentation and no bbox")
+    x, y, bw, bh = (float(v) for v in bbox)
+    check_inside([x, y, x + bw, y + bh], w, h, record, f"bbox of annotation {ann.get('id')}")
+    return make_object([x, y, x + bw, y + bh], [x + bw / 2, y + bh / 2], w, h)
+
+
+def convert_ref(rec: dict, opts: CocoOpts) -> list[dict]:
+    name = rec["name"]
+    if "error" in rec:
+        raise RowError(*rec["error"])
+    if not rec["sentences"]:
+        raise RowError("no_sentence", f"{name}: no non-empty sentence")
+    img = open_image(rec["image_path"], name)
+    w, h = image_size(img)
+    ew, eh = rec["expected_size"]
+    if ew and eh and (ew, eh) != (w, h):
+        raise RowError(
+            "size_mismatch", f"{rec['image_path']} ({name}) is {w}x{h}, instances.json says {ew}x{eh}"
+        )
+    anns = [a for a in rec["anns"] if not a.get("iscrowd")]
+    if rec["anns"] and not anns:
+        raise RowError("crowd_only", f"{name}: every target annotation is iscrowd=1")
+    objects = [ann_object(a, w, h, name) for a in anns]
+    gt = labels_json(objects)
+    data = frame_image_bytes(img, opts.image_format)
+    return [
+        build_row(
+            data_source=opts.data_source, question=text, image_bytes=data, ground_truth=gt,
+            row_id=f"{rec['ref_id']}_{sent_id}", split=rec["split"], width=w, height=h,
+        )
+        for sent_id, text in rec["sentences"]
+    ]

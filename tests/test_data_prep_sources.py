@@ -1,0 +1,204 @@
+"""Each data_prep CLI on a miniature copy of its public raw format (tests/data_prep_fixtures.py):
+exact output rows, 840-frame coordinates, non-object rows, skips and error messages."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+import data_prep_fixtures as F  # noqa: E402
+
+from data_prep import geo3k, grefcoco, isic2018, mathvista, omniact, realiad, reasonseg, refcoco, visurf_mix  # noqa: E402
+from verl_ext.constants import build_prompt  # noqa: E402
+
+
+def rows(path):
+    return pq.read_table(path).to_pylist()
+
+
+def labels(path):
+    return {r["extra_info"]["id"]: json.loads(r["reward_model"]["ground_truth"]) for r in rows(path)}
+
+
+def obj(b, p):
+    return {"bbox_2d": b, "point_2d": p}
+
+
+def test_grefcoco_rows_exact(tmp_path, capsys):
+    F.make_grefcoco(tmp_path / "ds")
+    out = tmp_path / "g.parquet"
+    assert grefcoco.main(["--root", str(tmp_path / "ds"), "--split", "val", "--out", str(out), "--quiet"]) == 0
+    rs = rows(out)
+    assert [r["extra_info"]["id"] for r in rs] == ["10_1", "11_2", "11_3", "12_5", "14_7"]
+    assert [r["extra_info"]["index"] for r in rs] == list(range(5))
+    first = rs[0]
+    # polygon x 10..29, y 10..19 on a 100x50 image: int(v*840/W+0.5); point = most interior pixel (14, 14)
+    assert first["reward_model"] == {"style": "rule", "ground_truth": json.dumps([obj([84, 168, 244, 319], [118, 235])])}
+    assert first["prompt"] == [{"role": "user", "content": build_prompt("grounding", "the brown box")}]
+    assert first["data_source"] == "grefcoco" and first["ability"] == "grounding"
+    ei = first["extra_info"]
+    assert (ei["width"], ei["height"], ei["split"], ei["task"], ei["non_object"], ei["num_objects"]) == (100, 50, "val", "grounding", False, 1)
+    img = Image.open(io.BytesIO(first["images"][0]["bytes"]))
+    assert img.size == (840, 840) and img.format == "JPEG"
+    # multi-target: one object per annotation (polygon + RLE), same label for both sentences
+    lab = labels(out)
+    assert lab["11_2"] == lab["11_3"] == [obj([0, 0, 38, 76], [17, 34]), obj([420, 336, 626, 496], [458, 412])]
+    # no target -> non-object row
+    assert lab["12_5"] == [] and rs[3]["extra_info"]["non_object"] is True
+    assert lab["14_7"] == [obj([14, 14, 70, 70], [42, 42])]
+    summary = capsys.readouterr().out
+    assert "rows written           5" in summary and "non-object rows        1 (20.0%)" in summary
+    assert "skipped: crowd_only" in summary and "ref_id 13" in summary
+
+
+def test_grefcoco_errors_name_file_and_record(tmp_path, capsys):
+    F.make_grefcoco(tmp_path / "ds", missing_image=True)
+    out = tmp_path / "g.parquet"
+    args = ["--root", str(tmp_path / "ds"), "--split", "val", "--out", str(out), "--quiet"]
+    assert grefcoco.main(args + ["--strict"]) == 1
+    err = capsys.readouterr().err
+    assert not out.exists()
+    assert "error (crowd_only): ref_id 13" in err  # the first bad record aborts
+    assert grefcoco.main(args) == 0
+    text = capsys.readouterr().out
+    assert "skipped: missing_file" in text and "COCO_train2014_000000000003.jpg" in text and "ref_id 14" in text
+
+    F.make_grefcoco(tmp_path / "ds2", outside=True)
+    assert grefcoco.main(["--root", str(tmp_path / "ds2"), "--split", "val", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "coords_outside_image" in text and "(80, 1) outside the 60x60 image" in text
+
+    (tmp_path / "ds2" / "grefcoco" / "instances.json").write_text("{not json")
+    assert grefcoco.main(["--root", str(tmp_path / "ds2"), "--split", "val", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "malformed JSON" in err and "instances.json" in err and "line 1" in err
+    assert grefcoco.main(["--root", str(tmp_path / "nowhere"), "--split", "val", "--out", str(out)]) == 1
+    assert "missing gRefCOCO refs file" in capsys.readouterr().err
+
+
+def test_refcocog_pickle(tmp_path):
+    F.make_refcoco(tmp_path / "rs")
+    out = tmp_path / "r.parquet"
+    assert refcoco.main(["--root", str(tmp_path / "rs"), "--dataset", "refcocog", "--split-by", "umd",
+                         "--split", "val", "--out", str(out), "--quiet"]) == 0
+    rs = rows(out)
+    assert [r["extra_info"]["question"] for r in rs] == ["the right half", "right"]
+    assert {r["data_source"] for r in rs} == {"refcocog"}
+    assert labels(out)["0_0"] == [obj([420, 0, 830, 819], [620, 399])]
+    assert refcoco.main(["--root", str(tmp_path / "rs"), "--dataset", "refcocog", "--split", "val",
+                         "--sentences", "first", "--out", str(out), "--quiet"]) == 0
+    assert len(rows(out)) == 1
+    assert refcoco.main(["--root", str(tmp_path / "rs"), "--dataset", "refcocog", "--split", "testA",
+                         "--out", str(out)]) == 1
+
+
+def test_reasonseg(tmp_path, capsys):
+    F.make_reasonseg(tmp_path / "ReasonSeg")
+    out = tmp_path / "rs.parquet"
+    assert reasonseg.main(["--root", str(tmp_path / "ReasonSeg"), "--split", "val", "--out", str(out), "--quiet"]) == 0
+    lab = labels(out)
+    # flag shape dropped; two target components, reading order
+    assert lab["a"] == [obj([210, 105, 410, 305], [305, 200]), obj([630, 630, 725, 725], [672, 672])]
+    assert lab["b 12"] == [obj([0, 0, 189, 189], [84, 84])]  # cp1252 JSON, space in the name
+    assert [r["extra_info"]["question"] for r in rows(out)] == ["the thing to steer", "café sign"]
+    assert "malformed JSON in" in capsys.readouterr().out
+    assert reasonseg.main(["--root", str(tmp_path / "ReasonSeg"), "--split", "val", "--all-texts", "--out", str(out), "--quiet"]) == 0
+    assert [r["extra_info"]["id"] for r in rows(out)] == ["a_0", "a_1", "b 12"]
+
+
+def test_omniact(tmp_path, capsys):
+    F.make_omniact(tmp_path / "om")
+    out = tmp_path / "o.parquet"
+    assert omniact.main(["--root", str(tmp_path / "om"), "--split", "test", "--out", str(out), "--quiet"]) == 0
+    rs = rows(out)
+    assert rs[0]["extra_info"]["question"] == "open the settings"
+    assert rs[0]["ability"] == "gui_grounding"
+    assert rs[0]["prompt"][0]["content"] == build_prompt("gui", "open the settings")
+    lab = labels(out)
+    assert lab["0"] == [obj([210, 210, 252, 294], [231, 252])]  # smallest box holding the click
+    assert lab["1"] == [obj([0, 420, 420, 839], [210, 630])]  # web screen1.png / screen1_boxes.json
+    assert "no_click" in capsys.readouterr().out
+
+
+def test_realiad(tmp_path):
+    F.make_realiad(tmp_path / "iad")
+    out = tmp_path / "ri.parquet"
+    assert realiad.main(["--root", str(tmp_path / "iad"), "--category", "audiojack", "--split", "test",
+                         "--out", str(out), "--quiet"]) == 0
+    rs = rows(out)
+    got = [(r["extra_info"]["non_object"], json.loads(r["reward_model"]["ground_truth"])) for r in rs]
+    assert got == [
+        (True, []),
+        (False, [obj([84, 84, 244, 160], [118, 118]), obj([420, 588, 496, 664], [454, 622])]),
+        (True, []),  # NG view without a mask counts as normal
+    ]
+    assert rs[0]["ability"] == "anomaly_detection" and rs[0]["extra_info"]["question"] == "audiojack"
+    assert realiad.main(["--root", str(tmp_path / "iad"), "--category", "pcb", "--out", str(out)]) == 1
+
+
+def test_isic(tmp_path, capsys):
+    F.make_isic(tmp_path / "isic")
+    out = tmp_path / "i.parquet"
+    assert isic2018.main(["--root", str(tmp_path / "isic"), "--split", "validation", "--out", str(out), "--quiet"]) == 0
+    # mask x 40..80, y 30..60 on 120x90; most interior pixel (55, 45)
+    assert labels(out) == {"ISIC_0000001": [obj([280, 280, 560, 560], [385, 420])]}
+    assert "empty lesion mask" in capsys.readouterr().out
+
+
+def test_mathvista_root_and_hf(tmp_path):
+    F.make_mathvista_root(tmp_path / "mv")
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    assert mathvista.main(["--root", str(tmp_path / "mv"), "--split", "testmini", "--out", str(a), "--quiet"]) == 0
+    assert mathvista.main(["--hf-parquet", str(F.make_mathvista_parquet(tmp_path / "mv.parquet")), "--out", str(b), "--quiet"]) == 0
+    for path in (a, b):
+        rs = rows(path)
+        assert [r["reward_model"]["ground_truth"] for r in rs] == ["1000", "B"]  # letter of "quarter"
+        assert rs[1]["extra_info"]["choices"] == F.MATHVISTA_RECORDS["7"]["choices"]
+        assert rs[0]["prompt"][0]["content"] == build_prompt("math", F.MATHVISTA_QUERIES["2"])
+        assert rs[0]["ability"] == "math" and rs[0]["extra_info"]["non_object"] is False
+
+
+def test_geo3k(tmp_path, capsys):
+    out = tmp_path / "g.parquet"
+    assert geo3k.main(["--hf-parquet", str(F.make_geo3k_parquet(tmp_path / "geo.parquet")), "--split", "train",
+                       "--out", str(out), "--quiet"]) == 0
+    rs = rows(out)
+    assert [r["reward_model"]["ground_truth"] for r in rs] == ["B", "\\frac{1}{2}"]
+    assert rs[0]["extra_info"]["question"] == "Find x.\nChoices:\n(A) 1\n(B) 3\n(C) 5\n(D) 7"
+    assert all(r["prompt"][0]["content"].count("<image>") == 1 for r in rs)
+    assert "expected exactly one image, found 0" in capsys.readouterr().out
+
+
+def test_visurf_mix(tmp_path, capsys):
+    out = tmp_path / "v.parquet"
+    src = F.make_visurf_parquet(tmp_path / "mix.parquet")
+    assert visurf_mix.main(["--hf-parquet", str(src), "--out", str(out), "--quiet"]) == 0
+    rs = rows(out)
+    lab = labels(out)
+    assert lab == {"a": [obj([416, 7, 833, 553], [648, 249])], "b": [], "c": [obj([10, 20, 110, 220], [50, 60])]}
+    assert rs[0]["images"][0]["bytes"] == pq.read_table(src).to_pylist()[0]["image"]["bytes"]  # 840 image kept as is
+    assert Image.open(io.BytesIO(rs[1]["images"][0]["bytes"])).size == (840, 840)  # 300x200 resized
+    assert (rs[0]["extra_info"]["width"], rs[0]["extra_info"]["height"]) == (640, 480)
+    assert rs[0]["extra_info"]["question"] == "the lady with the blue shirt"
+    assert "outside the 840 frame" in capsys.readouterr().out
+    assert visurf_mix.main(["--hf-parquet", str(src), "--out", str(out), "--strict", "--quiet"]) == 1
+    assert "row 3 (id d)" in capsys.readouterr().err
+    pq.write_table(pq.read_table(src).drop(["solution"]), tmp_path / "bad.parquet")
+    assert visurf_mix.main(["--hf-parquet", str(tmp_path / "bad.parquet"), "--out", str(out)]) == 1
+    assert "missing column(s) solution" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mod", [grefcoco, refcoco, reasonseg, omniact, realiad, isic2018, mathvista, geo3k, visurf_mix])
+def test_help_has_example(mod, capsys):
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "example:" in text and f"python -m data_prep.{mod.__name__.split('.')[-1]}" in text
