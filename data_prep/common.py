@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import io
 import json
 import logging
@@ -31,8 +32,9 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -423,18 +425,14 @@ class AtomicParquetWriter:
             return
         self._done = True
         self._buf = []
-        try:
+        with contextlib.suppress(Exception):  # best effort while unwinding
             if self._writer is not None:
                 self._writer.close()
-        except Exception:  # noqa: BLE001 - best effort while unwinding
-            pass
         self._writer = None
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp_path)
-        except FileNotFoundError:
-            pass
 
-    def __enter__(self) -> "AtomicParquetWriter":
+    def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

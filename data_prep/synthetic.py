@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from verl_ext.constants import FRAME
 from data_prep.common import (
     Summary,
     build_row,
@@ -38,6 +37,7 @@ from data_prep.common import (
     make_parser,
     run_cli,
 )
+from verl_ext.constants import FRAME
 
 COLORS = {
     "red": (220, 40, 40),

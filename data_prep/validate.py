@@ -26,12 +26,18 @@ import os
 import re
 import sys
 import tempfile
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import pyarrow.parquet as pq
 from PIL import Image
 
-from verl_ext.constants import BBOX_KEY, DATA_SOURCE_TASK, FRAME, POINT_KEY, TASK_ABILITY
+from verl_ext.constants import (
+    BBOX_KEY,
+    DATA_SOURCE_TASK,
+    FRAME,
+    POINT_KEY,
+    TASK_ABILITY,
+)
 
 SPATIAL = ("grounding", "anomaly", "lesion", "gui")
 
@@ -47,9 +53,8 @@ def check_label(task: str, gt, choices=None) -> list[str]:
     if task == "math":
         if not gt.strip():
             return ["empty math answer"]
-        if choices:
-            if not re.fullmatch(r"[A-Z]", gt) or ord(gt) - 65 >= len(choices):
-                return [f"multiple-choice label {gt!r} is not a letter among {len(choices)} choices"]
+        if choices and (not re.fullmatch(r"[A-Z]", gt) or ord(gt) - 65 >= len(choices)):
+            return [f"multiple-choice label {gt!r} is not a letter among {len(choices)} choices"]
         return []
     try:
         objs = json.loads(gt)

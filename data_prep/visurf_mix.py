@@ -11,14 +11,13 @@ rescaled. Images already 840x840 are copied byte for byte; others are resized to
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
 from dataclasses import dataclass
 
-from verl_ext.constants import BBOX_KEY, FRAME, POINT_KEY
 from data_prep.common import (
-    DataPrepError,
     RowError,
     build_row,
     encode_image,
@@ -31,6 +30,7 @@ from data_prep.common import (
     resize_to_frame,
     run_cli,
 )
+from verl_ext.constants import BBOX_KEY, FRAME, POINT_KEY
 
 COLUMNS = ("id", "problem", "solution", "image", "img_height", "img_width")
 OLD_BOX = re.compile(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>")
@@ -49,9 +49,9 @@ def _ints(v, n: int, what: str, record: str) -> list[int]:
         raise RowError("malformed_label", f"record {record}: {what} {v!r} is not a list of {n} numbers")
     out = []
     for x in v:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
             raise RowError("malformed_label", f"record {record}: {what} {v!r} has a non-number")
-        out.append(int(round(x)))
+        out.append(round(x))
     return out
 
 
@@ -90,7 +90,7 @@ def parse_solution(text: str | None, record: str) -> list[dict]:
             raise RowError("malformed_label", f"record {record}: box {it[BBOX_KEY]} has x1 > x2 or y1 > y2")
         if not (x1 <= px <= x2 and y1 <= py <= y2):
             raise RowError("point_outside_box", f"record {record}: point {[px, py]} outside box {[x1, y1, x2, y2]}")
-        clamp = lambda v: min(v, FRAME - 1)  # noqa: E731 - inclusive pixel range of the frame
+        clamp = lambda v: min(v, FRAME - 1)
         objects.append({BBOX_KEY: [clamp(x1), clamp(y1), clamp(x2), clamp(y2)], POINT_KEY: [clamp(px), clamp(py)]})
     return objects
 

@@ -123,7 +123,7 @@ def make_reasonseg(root, split="val"):
     """ReasonSeg/<split>/<name>.jpg + <name>.json (LabelMe shapes; one cp1252 file, one with a
     space in its name, one malformed JSON)."""
     d = os.path.join(root, split)
-    shape = lambda label, pts: {"label": label, "labels": [label], "shape_type": "polygon",  # noqa: E731
+    shape = lambda label, pts: {"label": label, "labels": [label], "shape_type": "polygon",
                                 "image_name": "x.jpg", "points": pts, "group_id": None, "group_ids": [None], "flags": {}}
     # a: target rectangle 20..39 x 10..29 and a second target blob 60..69 x 60..69, an ignore
     # hole inside the first, a flag shape covering everything

@@ -3,7 +3,6 @@ streaming writer (exceptions, SIGTERM, SIGKILL), determinism across --workers.""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -14,8 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_prep import common, synthetic
-from data_prep.common import AtomicParquetWriter, RowError, DataPrepError
-from verl_ext.constants import FRAME
+from data_prep.common import AtomicParquetWriter, DataPrepError, RowError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,12 +98,11 @@ def test_writer_row_groups_and_exception_leaves_nothing(tmp_path):
     # the byte bound (3 x 1000 B >= 2500 B) flushes before the row bound: groups of 3, 3, 3, 1
     assert [meta.row_group(k).num_rows for k in range(meta.num_row_groups)] == [3, 3, 3, 1]
     out.write_bytes(b"previous")
-    with pytest.raises(RuntimeError):
-        with AtomicParquetWriter(out, row_group_rows=2) as w:
-            for i in range(7):
-                w.write(_row(i))
-                if i == 5:
-                    raise RuntimeError("boom mid-stream")
+    with pytest.raises(RuntimeError), AtomicParquetWriter(out, row_group_rows=2) as w:
+        for i in range(7):
+            w.write(_row(i))
+            if i == 5:
+                raise RuntimeError("boom mid-stream")
     assert out.read_bytes() == b"previous"  # untouched
     assert sorted(os.listdir(tmp_path)) == ["o.parquet"]  # no temp leftovers
 
@@ -138,7 +135,7 @@ def _slow_convert(i, ready):
 
 def _slow_cli(out, ready):
     """Child process: a CLI run that stalls after 20 rows (row groups of 8 already flushed)."""
-    sys.stderr = open(os.devnull, "w")
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the child
     parser = common.make_parser("t", "t", "t")
     rc = common.run_cli(["--out", out, "--quiet", "--workers", "2"], parser, "synthetic_grounding",
                         lambda a: range(1000), _slow_convert, lambda a: ready)

@@ -13,10 +13,20 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-import data_prep_fixtures as F  # noqa: E402
+import data_prep_fixtures as F
 
-from data_prep import geo3k, grefcoco, isic2018, mathvista, omniact, realiad, reasonseg, refcoco, visurf_mix  # noqa: E402
-from verl_ext.constants import build_prompt  # noqa: E402
+from data_prep import (
+    geo3k,
+    grefcoco,
+    isic2018,
+    mathvista,
+    omniact,
+    realiad,
+    reasonseg,
+    refcoco,
+    visurf_mix,
+)
+from verl_ext.constants import build_prompt
 
 
 def rows(path):

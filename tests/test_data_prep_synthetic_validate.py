@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-import data_prep_fixtures as F  # noqa: E402
+import data_prep_fixtures as F
 
-from data_prep import grefcoco, synthetic, validate  # noqa: E402
+from data_prep import grefcoco, synthetic, validate
 
 
 def test_synthetic_api_fast_deterministic_and_varied(tmp_path):
@@ -76,7 +76,7 @@ def test_check_row_catches_problems(tmp_path):
         return validate.check_row(r)
 
     assert bad(images=good["images"] * 2) == ["1 <image> placeholders but 2 images"]
-    gt = lambda s: {"style": "rule", "ground_truth": s}  # noqa: E731
+    gt = lambda s: {"style": "rule", "ground_truth": s}
     assert any("outside the 840 frame" in p for p in bad(reward_model=gt('[{"bbox_2d": [0, 0, 900, 10], "point_2d": [1, 1]}]')))
     assert any("outside its box" in p for p in bad(reward_model=gt('[{"bbox_2d": [0, 0, 10, 10], "point_2d": [50, 1]}]')))
     assert any("not JSON" in p for p in bad(reward_model=gt("[{")))
