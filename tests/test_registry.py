@@ -35,3 +35,12 @@ def test_fresh_interpreter_import_registers_without_cpu_plugin():
         "assert 'verl_ext.cpu' not in sys.modules and 'verl_ext.tiny' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_constants_import_does_not_load_verl_or_torch():
+    # data_prep CLIs and their worker pools import only the shared facts: they must stay fast
+    code = (
+        "import sys, verl_ext.constants\n"
+        "assert 'verl' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -11,6 +11,7 @@ With ``VERL_PLATFORM=cpu`` the run goes through ``verl_ext.cpu`` (tests, the CPU
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -59,9 +60,11 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
     * ViSurf on: ``rollout.n := G + 1`` (``G`` = the ``n`` the user asked for), GT agent loop
       and manager wired in; ViSurf off: verl's ``grpo`` estimator and ``vanilla`` loss, verl's
       own agent-loop manager — i.e. plain GRPO on the same data and rewards.
+    * ``VERL_USE_EXTERNAL_MODULES`` in the ray job's runtime env includes ``verl_ext``, so verl
+      imports it (and the plug-ins register) in every worker process — GPU runs included.
     * ``reward.custom_reward_function.path`` defaults to the project's task scorers.
     * CPU (``VERL_PLATFORM=cpu``): ``verl_ext.cpu.launcher.CPU_CONFIG`` for keys the user did
-      not set.
+      not set, and ``ray_kwargs.ray_init`` with fake GPUs and the CPU env for every worker.
     """
     user_keys = user_keys or set()
     check_visurf_config(config.visurf)
@@ -83,19 +86,34 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
                 config.algorithm.adv_estimator = "grpo"
             if config.actor_rollout_ref.actor.policy_loss.loss_mode == "visurf":
                 config.actor_rollout_ref.actor.policy_loss.loss_mode = "vanilla"
+        # every ray worker imports verl_ext (so the visurf estimator / loss register there too)
+        # through verl's own hook, VERL_USE_EXTERNAL_MODULES, set in the job's runtime env
+        env_vars = config.ray_kwargs.ray_init.runtime_env.setdefault("env_vars", {})
+        modules = str(env_vars.get("VERL_USE_EXTERNAL_MODULES") or os.environ.get("VERL_USE_EXTERNAL_MODULES", ""))
+        modules = [m for m in modules.split(",") if m]
+        if not any(m == "verl_ext" or m.startswith("verl_ext.") for m in modules):
+            modules.append("verl_ext")
+        env_vars["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
         if not config.reward.custom_reward_function.get("path"):
             config.reward.custom_reward_function.path = str(REWARD_MODULE)
         if cpu.is_enabled():
-            from verl_ext.cpu.launcher import CPU_CONFIG
+            from verl_ext.cpu.launcher import CPU_CONFIG, ray_init_config
 
             for key, value in CPU_CONFIG.items():
                 if key not in user_keys:
                     OmegaConf.update(config, key, value, force_add=True)
+            ray_init = config.ray_kwargs.ray_init
+            cpu_ray = ray_init_config()
+            for key in ("num_cpus", "num_gpus", "include_dashboard"):
+                if f"ray_kwargs.ray_init.{key}" not in user_keys and ray_init.get(key) is None:
+                    ray_init[key] = cpu_ray[key]
+            ray_init.runtime_env.env_vars = {**cpu_ray["runtime_env"]["env_vars"], **ray_init.runtime_env.env_vars}
     return config
 
 
 def run_visurf(config: DictConfig, user_keys: set[str] | None = None) -> None:
-    """Prepare the config, start ray (CPU: with fake GPUs) and train with the ViSurf trainer."""
+    """Prepare the config and train with the ViSurf trainer (verl's ``run_ppo`` starts ray from
+    ``ray_kwargs.ray_init``; on CPU that config holds the fake GPUs and the CPU env)."""
     import ray
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
@@ -105,10 +123,6 @@ def run_visurf(config: DictConfig, user_keys: set[str] | None = None) -> None:
     from recipe.visurf.visurf_trainer import ViSurfTaskRunner
 
     prepare_config(config, user_keys)
-    if cpu.is_enabled():
-        from verl_ext.cpu.launcher import init_ray
-
-        init_ray()
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(ViSurfTaskRunner))

@@ -1,10 +1,11 @@
-"""Start verl on CPU: the environment every process needs, ray with fake GPUs, the overrides.
+"""Start verl on CPU: the environment every process needs, ray with fake GPUs, the config.
 
 verl schedules its workers on ``GPU`` resources and reads a few environment variables in
 every ray worker. ``prepare_env()`` sets them in this process (call it before verl is
-imported, or set them in the shell as the example scripts do); ``init_ray()`` starts a
-local ray whose runtime env carries them to every worker; ``CPU_CONFIG`` is the verl
-config a CPU run needs (the recipe's entry point applies them in CPU mode).
+imported, or set them in the shell as the example scripts do); ``ray_init_config()`` is the
+``ray_kwargs.ray_init`` with which verl's own ``run_ppo`` starts ray (fake GPUs, the env in the
+runtime env of every worker) — the same path a GPU run takes; ``CPU_CONFIG`` is the rest of
+the verl config a CPU run needs. The recipe's entry point applies both in CPU mode.
 """
 
 from __future__ import annotations
@@ -42,15 +43,6 @@ CPU_CONFIG: dict[str, object] = {
 }
 
 
-def cpu_overrides() -> list[str]:
-    """``CPU_CONFIG`` as Hydra command-line overrides (for verl's own ``main_ppo``)."""
-    out = []
-    for key, value in CPU_CONFIG.items():
-        text = str(value) if not isinstance(value, bool) else ("True" if value else "False")
-        out.append(("+" if key.endswith("attn_implementation") else "") + f"{key}={text}")
-    return out
-
-
 def prepare_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Set ``CPU_ENV`` (+ ``extra``) in ``os.environ`` where not already set; returns the env
     to forward to ray workers (also carries ``PYTHONPATH`` with the repo root)."""
@@ -64,27 +56,17 @@ def prepare_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {k: os.environ[k] for k in sorted(forward) if k in os.environ}
 
 
-def init_ray(num_cpus: int | None = None, fake_gpus: int = 1, tmp_dir: str | None = None) -> None:
-    """Start a local ray with ``fake_gpus`` GPU resources and the CPU env in its runtime env.
+def ray_init_config() -> dict[str, object]:
+    """``ray_kwargs.ray_init`` for a CPU run: verl's ``run_ppo`` starts ray with it.
 
-    ``num_cpus`` logical CPUs (default 8: verl's actors each ask for one; the machine's real
-    cores are shared). Does nothing if ray is already initialised.
+    Fake GPUs (verl's resource pools request ``GPU``), 8 logical CPUs (verl's actors each ask
+    for one; the real cores are shared), no dashboard, and the CPU env in the runtime env so
+    every worker selects the CPU platform and imports ``verl_ext.cpu``.
     """
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = prepare_env()
     os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # an empty value makes ray refuse fake GPUs
-    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
-
-    runtime_env = get_ppo_ray_runtime_env()
-    runtime_env["env_vars"].update(env)
-    ray.init(
-        num_cpus=num_cpus or int(os.environ.get("VISURF_RAY_CPUS", "8")),
-        num_gpus=fake_gpus,
-        include_dashboard=False,
-        runtime_env=runtime_env,
-        _temp_dir=tmp_dir or os.environ.get("VISURF_RAY_TMP"),
-        log_to_driver=os.environ.get("VISURF_RAY_LOG_TO_DRIVER", "1") == "1",
-    )
+    return {
+        "num_cpus": int(os.environ.get("VISURF_RAY_CPUS", "8")),
+        "num_gpus": int(os.environ.get("VISURF_FAKE_GPUS", "1")),
+        "include_dashboard": False,
+        "runtime_env": {"env_vars": prepare_env()},
+    }
