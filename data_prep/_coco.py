@@ -126,6 +126,18 @@ def ref_records(
         yield rec
 
 
+def dataset_records(args, ann_dir: str, refs_path: str):
+    """Records of a refer-style dataset: refs file ``refs_path`` + ``ann_dir/instances.json`` +
+    the COCO images (``--image-dir`` or found under ``--root``), for ``args.split``."""
+    inst = os.path.join(ann_dir, "instances.json")
+    if not os.path.isfile(inst):
+        raise DataPrepError(f"missing COCO instances file: {inst}")
+    refs = load_refs(refs_path)
+    images, anns = load_instances(inst)
+    image_dir = find_image_dir(args.root, args.image_dir)
+    yield from ref_records(refs, images, anns, image_dir, args.split, args.sentences, refs_path)
+
+
 def ann_mask(ann: dict, w: int, h: int, record: str) -> np.ndarray | None:
     """Boolean mask of a COCO annotation (polygons or RLE); None when it has no segmentation."""
     seg = ann.get("segmentation")

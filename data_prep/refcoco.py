@@ -48,13 +48,7 @@ def records(args):
     refs_path = os.path.join(d, f"refs({split_by}).p")
     if not os.path.isfile(refs_path):
         raise DataPrepError(f"missing refs file: {refs_path}")
-    inst = os.path.join(d, "instances.json")
-    if not os.path.isfile(inst):
-        raise DataPrepError(f"missing COCO instances file: {inst}")
-    refs = _coco.load_refs(refs_path)
-    images, anns = _coco.load_instances(inst)
-    image_dir = _coco.find_image_dir(args.root, args.image_dir)
-    yield from _coco.ref_records(refs, images, anns, image_dir, args.split, args.sentences, refs_path)
+    yield from _coco.dataset_records(args, d, refs_path)
 
 
 def main(argv=None) -> int:
