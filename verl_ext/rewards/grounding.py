@@ -182,11 +182,13 @@ def score_parsed(
     *,
     is_gt: bool = False,
     gt_thinking_reward: str = "zero",
+    accuracy: float | None = None,
 ) -> dict:
-    """Score already-parsed inputs (what ``compute_score`` does after parsing)."""
+    """Score already-parsed inputs (what ``compute_score`` does after parsing); ``accuracy``
+    when the matched accuracy was already computed (the batched path), else it is computed."""
     thinking = thinking_reward(resp.think_format, is_gt=is_gt, gt_thinking_reward=gt_thinking_reward)
     fmt = answer_format_reward(pred, gt)
-    acc = accuracy_reward(pred, gt)
+    acc = accuracy_reward(pred, gt) if accuracy is None else accuracy
     rep = non_repeat(resp.text)
     return {
         "score": thinking + fmt + acc + rep,
@@ -277,23 +279,10 @@ def compute_score_batch(
             block = reward[bounds[j] : bounds[j + 1]].reshape(m, n)
             totals[k] = _matched_total(block) / max(m, n)
 
-    out = []
-    for k, (resp, pred, gt) in enumerate(parsed):
-        thinking = thinking_reward(resp.think_format, is_gt=is_gt[k], gt_thinking_reward=gt_thinking_reward)
-        if k in totals:
-            acc = totals[k]
-        else:  # invalid answer, or the non-object rule
-            acc = accuracy_reward(pred, gt)
-        fmt = answer_format_reward(pred, gt)
-        rep = non_repeat(resp.text)
-        out.append(
-            {
-                "score": thinking + fmt + acc + rep,
-                "thinking_format": thinking,
-                "answer_format": fmt,
-                "accuracy": acc,
-                "non_repeat": rep,
-                "invalid_reason": pred.reason,
-            }
-        )
+    # rows not in totals: an invalid answer or the non-object rule (accuracy computed per row)
+    out = [
+        score_parsed(resp, pred, gt, is_gt=bool(is_gt[k]), gt_thinking_reward=gt_thinking_reward,
+                     accuracy=totals.get(k))
+        for k, (resp, pred, gt) in enumerate(parsed)
+    ]
     return out
