@@ -122,3 +122,53 @@ def test_check_gt_rows_names_what_differs(corrupt, what):
     corrupt(batch)
     with pytest.raises(RuntimeError, match=what):
         check_gt_rows(batch)
+
+
+CASES = {  # data_source, label, formatted-but-wrong rollout, extra_info
+    "grounding": ("refcoco", '[{"bbox_2d": [100, 100, 300, 300], "point_2d": [200, 200]}]',
+                  '<think>left.</think><answer>[{"bbox_2d": [100, 100, 300, 300], "point_2d": [500, 500]}]</answer>',
+                  {}),
+    "gui": ("omniact", '[{"bbox_2d": [100, 100, 300, 300], "point_2d": [200, 200]}]',
+            '<think>menu.</think><answer>[{"point_2d": [600, 600]}]</answer>', {}),
+    "math": ("geo3k", "7", "<think>compute</think><answer>5</answer>", {}),
+}
+
+
+@pytest.mark.parametrize("task", sorted(CASES))
+def test_gt_keeps_its_signal_when_every_rollout_is_formatted_but_wrong(task):
+    """Real scorers + the group step + the visurf estimator: a rollout that only beats the GT
+    through its thinking-format point does not 'match' the GT (METHOD §3.2 with §3.3)."""
+    from verl import DataProto
+
+    from verl_ext.rewards import compute_score
+    from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
+    from verl_ext.visurf.gt_injection import apply_group_step
+    from verl_ext.visurf.reward_control import align_gt
+
+    source, label, wrong, extra = CASES[task]
+    responses = [wrong] * 4 + [align_gt(label, task)]
+    is_gt = np.array([False] * 4 + [True])
+    results = [compute_score(source, r, label, dict(extra), is_gt=bool(g)) for r, g in zip(responses, is_gt)]
+    rollout, gt = results[0], results[-1]
+    assert rollout["accuracy"] < gt["accuracy"] and rollout["thinking_format"] == 1 and gt["thinking_format"] == 0
+    assert rollout["score"] >= gt["score"]  # the literal max r_i >= r_gt would smooth the GT away
+
+    def group_step(mode):
+        rows = [compute_score(source, r, label, dict(extra), is_gt=bool(g), gt_thinking_reward=mode)
+                for r, g in zip(responses, is_gt)]
+        scores = torch.zeros(5, 3)
+        scores[:, -1] = torch.tensor([r["score"] for r in rows])
+        batch = DataProto.from_dict(
+            tensors={"rm_scores": scores, "response_mask": torch.ones(5, 3, dtype=torch.long)},
+            non_tensors={"uid": np.array(["u"] * 5, dtype=object), "is_gt": is_gt,
+                         "thinking_format": np.array([r["thinking_format"] for r in rows])},
+        )
+        apply_group_step(batch, batch.non_tensor_batch["uid"], True, "always", mode)
+        adv, _ = compute_visurf_outcome_advantage(batch.batch["rm_scores"], batch.batch["response_mask"],
+                                                  batch.non_tensor_batch["uid"])
+        return rows[-1]["score"], float(batch.batch["rm_scores"][-1].sum()), float(adv[-1, 0])
+
+    raw, smoothed, _ = group_step("zero")
+    assert smoothed == raw  # compared without the format point: no rollout matches the GT, no smoothing
+    raw, smoothed, adv = group_step("full")  # the GT credited with the format point: strictly best
+    assert smoothed == raw and adv > 1.0

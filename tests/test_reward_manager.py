@@ -66,14 +66,14 @@ def test_selected_by_config():
     assert isinstance(manager, ViSurfRewardManager) and manager.control.gt_thinking_reward == "full"
 
 
-@pytest.mark.parametrize("mode, gt_score", [("zero", 6.0), ("full", 6.0)])
+@pytest.mark.parametrize("mode, gt_score", [("zero", 6.0), ("full", 7.0)])
 def test_run_single_per_row(mode, gt_score):
     manager = ViSurfRewardManager(config(gt_thinking_reward=mode), ByteTokenizer(), compute_score=None)
     batch = make_batch([GOOD, GT, GOOD], ["a", "a", "a"], [False, True, True])
     out = [manager.loop.run_until_complete(manager.run_single(batch[i : i + 1])) for i in range(3)]
     assert out[0]["reward_score"] == 7.0
-    assert out[1]["reward_score"] == gt_score  # the aligned GT has no <think> either way
-    # a GT row that does carry a think block: thinking reward only with "full"
+    assert out[1]["reward_score"] == gt_score  # the aligned GT has no <think>: 0 or credited with the point
+    # a GT row that does carry a think block: the same (a GT's thinking is never measured)
     assert out[2]["reward_score"] == (7.0 if mode == "full" else 6.0)
     info = out[2]["reward_extra_info"]
     assert info["thinking_format"] == (1.0 if mode == "full" else 0.0) and info["accuracy"] == 3.0
@@ -82,13 +82,18 @@ def test_run_single_per_row(mode, gt_score):
 
 def test_batch_call_scores_and_smooths():
     manager = ViSurfRewardManager(config(), ByteTokenizer())
-    # group a: rollouts 7, 2 >= GT 6 -> GT := 4.5; group b: rollouts 2, 6 vs GT 6 -> 4.0
+    # group a: rollout 7 (6 without its thinking point) matches GT 6 -> GT := 4.5
+    # group b: HALF scores 6 only thanks to its thinking point (5 without): no match, GT keeps 6
     batch = make_batch([GOOD, BAD, GT, BAD, HALF, GT], list("aaabbb"), [0, 0, 1, 0, 0, 1])
     out = manager(batch, return_dict=True)
     rewards = out["reward_tensor"]
     last = batch.batch["response_mask"].sum(-1) - 1
-    assert rewards[torch.arange(6), last].tolist() == [7.0, 2.0, 4.5, 2.0, 6.0, 4.0]
-    assert rewards.sum(-1).tolist() == [7.0, 2.0, 4.5, 2.0, 6.0, 4.0]
+    assert rewards[torch.arange(6), last].tolist() == [7.0, 2.0, 4.5, 2.0, 6.0, 6.0]
+    assert rewards.sum(-1).tolist() == [7.0, 2.0, 4.5, 2.0, 6.0, 6.0]
+    # gt_thinking_reward=full: the GT is credited with the point (7) and compared on full rewards:
+    # a: 7 >= 7 -> GT := 4.5; b: 6 < 7 -> kept
+    full = ViSurfRewardManager(config(gt_thinking_reward="full"), ByteTokenizer())(batch)
+    assert full.sum(-1).tolist() == [7.0, 2.0, 4.5, 2.0, 6.0, 7.0]
     assert out["reward_extra_info"]["score"] == [7.0, 2.0, 6.0, 2.0, 6.0, 6.0]
     assert out["reward_extra_info"]["invalid_reason"][1] == "bad_json"
     off = ViSurfRewardManager(config(smoothing=False), ByteTokenizer())(batch)

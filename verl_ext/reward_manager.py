@@ -154,7 +154,10 @@ class ViSurfRewardManager(RewardManagerBase):
         reward_tensor[torch.arange(len(data)), last_token_index(data)] = scores
         extra = {k: [r.get(k) for r in rows] for k in rows[0]} if rows else {}
         if self.control.smoothing and is_gt.any() and "uid" in data.non_tensor_batch:
-            smoothed = smooth_gt_rewards(scores, data.non_tensor_batch["uid"], torch.from_numpy(is_gt))
+            match = None  # like with like: no thinking component when the GT cannot earn it
+            if self.control.gt_thinking_reward == "zero":
+                match = scores.double() - torch.tensor([float(r.get("thinking_format", 0.0)) for r in rows])
+            smoothed = smooth_gt_rewards(scores, data.non_tensor_batch["uid"], torch.from_numpy(is_gt), match)
             reward_tensor[torch.arange(len(data)), last_token_index(data)] = smoothed
             extra["score_smoothed"] = smoothed.tolist()
         if return_dict:

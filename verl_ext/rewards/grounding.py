@@ -2,8 +2,8 @@
 
 ``score = thinking_format + answer_format + accuracy + non_repeat`` (max 1 + 2 + 3 + 1 = 7):
 
-* thinking_format (0/1): the response full-matches ``THINK_ANSWER_PATTERN``; for a GT row with
-  ``gt_thinking_reward="zero"`` it is 0 (METHOD.md §3.2).
+* thinking_format (0/1): the response full-matches ``THINK_ANSWER_PATTERN``; for a GT row it is
+  not measured: 0 with ``gt_thinking_reward="zero"``, 1 with ``"full"`` (METHOD.md §3.2).
 * answer_format (0..2): per predicted object +1 when ``bbox_2d`` is a list of 4 finite numbers,
   +1 when ``point_2d`` is a list of 2 finite numbers; averaged over the objects.
 * accuracy (0..3): Hungarian matching (``scipy.optimize.linear_sum_assignment``) of predicted
@@ -215,7 +215,7 @@ def compute_score(
         ground_truth: the label, a JSON list string (``"[]"`` = no object). A malformed label
             raises ValueError (data bug).
         is_gt: the row is the injected ground-truth response (METHOD.md §3.2).
-        gt_thinking_reward: ``"zero"`` (thinking_format is 0 for GT rows) or ``"full"``.
+        gt_thinking_reward: ``"zero"`` (thinking_format is 0 for GT rows) or ``"full"`` (1).
 
     Returns:
         dict with ``score`` (float, 0..7) and ``thinking_format``, ``answer_format``,

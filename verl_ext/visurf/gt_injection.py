@@ -96,33 +96,56 @@ def gt_response_texts(
 
 
 def group_reward_step(
-    scores: torch.Tensor, uids: Sequence[Any], is_gt: np.ndarray, smoothing: bool, inject_when: str
+    scores: torch.Tensor,
+    uids: Sequence[Any],
+    is_gt: np.ndarray,
+    smoothing: bool,
+    inject_when: str,
+    match_scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """The group part of reward control, over a whole batch of outcome rewards.
 
-    1. smoothing (METHOD §3.3): ``r_gt := mean(r_1..r_G)`` if ``max(r_1..r_G) >= r_gt``;
+    1. smoothing (METHOD §3.3): ``r_gt := mean(r_1..r_G)`` if ``max(m_1..m_G) >= m_gt``;
     2. ``inject_when="all_fail"``: the GT takes part only if every rollout scored below it,
-       ``active_gt = is_gt & (max(r_1..r_G) < r_gt)`` (raw ``r_gt``, before smoothing);
-       ``"always"``: every GT row is active.
+       ``active_gt = is_gt & (max(m_1..m_G) < m_gt)`` (before smoothing); ``"always"``: every
+       GT row is active.
+
+    ``m`` = ``match_scores`` (default ``scores``): the rewards compared, see ``smooth_gt_rewards``.
 
     Args:
         scores: (bs,) outcome reward per row. uids: (bs,) group labels. is_gt: (bs,) bool.
+        match_scores: (bs,) rewards used for the comparisons, or None.
     Returns:
         ``(new_scores (bs,), active_gt (bs,) bool)``.
     """
     if inject_when not in INJECT_WHEN:
         raise ValueError(f"visurf.inject_when must be one of {INJECT_WHEN}, got {inject_when!r}")
     gt = torch.as_tensor(np.asarray(is_gt, dtype=bool))
-    new_scores = smooth_gt_rewards(scores, uids, gt) if smoothing else scores.clone()
+    new_scores = smooth_gt_rewards(scores, uids, gt, match_scores) if smoothing else scores.clone()
     active = gt.clone()
     if inject_when == "all_fail" and bool(gt.any()):
         gid, n_groups = group_ids(uids)
-        s = scores.to(torch.float64)
+        m = (scores if match_scores is None else match_scores).to(torch.float64)
         r_max = torch.full((n_groups,), -torch.inf, dtype=torch.float64).scatter_reduce_(
-            0, gid[~gt], s[~gt], reduce="amax"
+            0, gid[~gt], m[~gt], reduce="amax"
         )
-        active = gt & (r_max[gid] < s)
+        active = gt & (r_max[gid] < m)
     return new_scores, active.numpy()
+
+
+def match_scores_for(batch: DataProto, scores: torch.Tensor, gt_thinking_reward: str) -> torch.Tensor | None:
+    """The rewards compared by smoothing / all_fail: like with like.
+
+    ``gt_thinking_reward="zero"``: the GT's thinking-format component is 0, so every row is
+    compared without it (``score - thinking_format``, the column the task scorers return) — a
+    rollout that is only ahead by its format point does not "match" the GT. ``"full"``: the GT
+    is credited with that point, so the full rewards compare like with like. None (full
+    rewards, the literal METHOD §3.3 formula) when the column is absent (custom scorers).
+    """
+    if gt_thinking_reward != "zero" or "thinking_format" not in batch.non_tensor_batch:
+        return None
+    thinking = np.asarray(batch.non_tensor_batch["thinking_format"], dtype=np.float64)
+    return scores.to(torch.float64) - torch.from_numpy(np.nan_to_num(thinking))
 
 
 def set_outcome_scores(token_scores: torch.Tensor, response_mask: torch.Tensor, scores: torch.Tensor) -> None:
@@ -179,14 +202,16 @@ class VisurfGTAgentLoop(SingleTurnAgentLoop):
             self.server_manager = sampler
 
 
-def apply_group_step(batch: DataProto, uids: Sequence[Any], smoothing: bool, inject_when: str) -> None:
+def apply_group_step(
+    batch: DataProto, uids: Sequence[Any], smoothing: bool, inject_when: str, gt_thinking_reward: str = "zero"
+) -> None:
     """The group step of reward control on a generated, scored batch (in place).
 
     Where verl 0.9.1 first sees a whole batch of rewards: the agent-loop workers return each
     row's score as ``rm_scores`` (at its last response token). ``group_reward_step`` runs over
     the outcome rewards and the result is written back exactly (``set_outcome_scores``).
-    Adds the columns ``visurf_gt_active`` and ``visurf_gt_score_raw`` (GT reward before
-    smoothing, nan on other rows). Without ``rm_scores`` (a reward model scoring later) the
+    Comparisons are like with like (``match_scores_for``). Adds the columns
+    ``visurf_gt_active`` and ``visurf_gt_score_raw`` (GT reward before smoothing, nan elsewhere). Without ``rm_scores`` (a reward model scoring later) the
     batch is only annotated: every GT row active, no smoothing.
     """
     is_gt = np.asarray(batch.non_tensor_batch[COL_IS_GT], dtype=bool)
@@ -195,7 +220,8 @@ def apply_group_step(batch: DataProto, uids: Sequence[Any], smoothing: bool, inj
         token_scores = batch.batch["rm_scores"]
         scores = token_scores.sum(-1)
         raw[is_gt] = scores[torch.from_numpy(is_gt)].double().numpy()
-        new_scores, active = group_reward_step(scores, uids, is_gt, smoothing, inject_when)
+        match = match_scores_for(batch, scores, gt_thinking_reward)
+        new_scores, active = group_reward_step(scores, uids, is_gt, smoothing, inject_when, match)
         set_outcome_scores(token_scores, batch.batch["response_mask"], new_scores)
     batch.non_tensor_batch[COL_GT_ACTIVE] = active
     batch.non_tensor_batch[COL_GT_SCORE_RAW] = raw
@@ -266,7 +292,8 @@ class VisurfAgentLoopManager(AgentLoopManager):
             raise RuntimeError(f"agent loops returned {len(out)} rows for {len(prompts)} prompts")
         out.non_tensor_batch[COL_IS_GT] = is_gt
         out.non_tensor_batch[COL_GT_SKIPPED] = skipped
-        apply_group_step(out, uids, self.reward_control.smoothing, self.inject_when)
+        apply_group_step(out, uids, self.reward_control.smoothing, self.inject_when,
+                         self.reward_control.gt_thinking_reward)
         return out
 
 

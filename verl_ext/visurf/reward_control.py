@@ -145,10 +145,18 @@ def align_gt(ground_truth: str, task: str, template: str = ANSWER_TEMPLATE) -> s
 # --------------------------------------------------------------------------------------------
 # §3.3 Reward smoothing
 # --------------------------------------------------------------------------------------------
-def smooth_gt_rewards(scores: torch.Tensor, index: Any, is_gt: Any) -> torch.Tensor:
+def smooth_gt_rewards(scores: torch.Tensor, index: Any, is_gt: Any, match_scores: torch.Tensor | None = None) -> torch.Tensor:
     """Reward smoothing per group (METHOD.md §3.3): Â_gt becomes 0 when the GT adds nothing.
 
-    r_gt := mean(r_1..r_G)  if max(r_1..r_G) >= r_gt  (r_i: the group's non-GT rows)
+    r_gt := mean(r_1..r_G)  if max(m_1..m_G) >= m_gt  (r_i: the group's non-GT rows)
+
+    ``m`` = ``match_scores`` (default: ``scores``, i.e. the literal ``max r_i >= r_gt``) is the
+    reward used to decide whether a rollout already matches the GT; the new r_gt is always the
+    mean of the full rollout rewards, so Â_gt = 0 exactly. The recipe passes the rewards
+    without the thinking-format component when the GT's thinking reward is eliminated
+    (METHOD §3.2): a well-formatted but wrong rollout must not "match" a GT that cannot earn
+    that component (for math it would tie the GT, 1 vs 1, and cancel the SFT signal exactly
+    when every rollout fails).
 
     Applied to every GT row of a group independently; groups without a GT row, or without any
     rollout, are returned unchanged. Vectorised over the batch (no Python loop over rows).
@@ -157,6 +165,7 @@ def smooth_gt_rewards(scores: torch.Tensor, index: Any, is_gt: Any) -> torch.Ten
         scores: `(torch.Tensor)` shape (bs,), outcome reward per row.
         index: `(np.ndarray | list | torch.Tensor)` shape (bs,), group label per row (`uid`).
         is_gt: `(torch.Tensor | np.ndarray | list)` shape (bs,), True on GT rows.
+        match_scores: `(torch.Tensor | None)` shape (bs,), rewards compared to decide a match.
 
     Returns:
         `(torch.Tensor)` shape (bs,), a new tensor (same dtype/device as `scores`).
@@ -169,14 +178,17 @@ def smooth_gt_rewards(scores: torch.Tensor, index: Any, is_gt: Any) -> torch.Ten
     if not (gt.numel() == gid.numel() == scores.numel()):
         raise ValueError(f"scores, index and is_gt differ in length: {scores.numel()}, {gid.numel()}, {gt.numel()}")
 
+    match = (scores if match_scores is None else match_scores.reshape(-1)).to(torch.float64)
+    if match.numel() != scores.numel():
+        raise ValueError(f"match_scores has {match.numel()} rows, scores {scores.numel()}")
     rollout = ~gt
     r_gid, r_scores = gid[rollout], scores[rollout].to(torch.float64)
     n_rollouts = torch.bincount(r_gid, minlength=n_groups)
     r_mean = torch.zeros(n_groups, dtype=torch.float64, device=scores.device).index_add_(0, r_gid, r_scores)
     r_mean = r_mean / n_rollouts.clamp_min(1)
-    r_max = torch.full_like(r_mean, -torch.inf).scatter_reduce_(0, r_gid, r_scores, reduce="amax")
+    r_max = torch.full_like(r_mean, -torch.inf).scatter_reduce_(0, r_gid, match[rollout], reduce="amax")
 
-    smooth = gt & (n_rollouts[gid] > 0) & (r_max[gid] >= scores.to(torch.float64))
+    smooth = gt & (n_rollouts[gid] > 0) & (r_max[gid] >= match)
     return torch.where(smooth, r_mean[gid].to(scores.dtype), scores)
 
 
@@ -191,9 +203,10 @@ class RewardControl:
         align: render the GT in rollout style with `align_gt` (§3.1); False: the stripped raw
             label inside `gt_template` (the "no alignment" ablation).
         gt_template: answer template wrapping the GT answer; contains `{answer}` once.
-        gt_thinking_reward: "zero": the GT's reward has no thinking-format component (§3.2);
-            "full": the GT is scored like a rollout.
-        smoothing: r_gt := rollout mean when a rollout scores >= r_gt (§3.3).
+        gt_thinking_reward: the GT's thinking-format component (§3.2), never measured (the GT
+            has no reasoning): "zero" gives it 0, "full" credits the full point. Smoothing and
+            all_fail compare like with like (without the component under "zero").
+        smoothing: r_gt := rollout mean when a rollout matches or beats the GT (§3.3).
     """
 
     align: bool = True
