@@ -41,8 +41,11 @@ def test_align_rounds_half_up_to_int():
     assert align_gt(label, "grounding") == '<answer>[{"bbox_2d": [11, 3, 200, 210], "point_2d": [31, 110]}]</answer>'
 
 
-def test_align_keeps_single_key_objects():
-    assert align_gt('[{"bbox_2d": [0, 0, 840, 840]}]', "lesion") == '<answer>[{"bbox_2d": [0, 0, 840, 840]}]</answer>'
+def test_align_rejects_labels_the_reward_cannot_score():
+    # the task scorers need a box and a point on every object: such a GT is a bad label here
+    # (skipped and counted), never a crash of the reward worker later
+    with pytest.raises(ValueError, match="point_missing"):
+        align_gt('[{"bbox_2d": [0, 0, 840, 840]}]', "lesion")
 
 
 def test_align_gui_point_from_label():
@@ -50,9 +53,9 @@ def test_align_gui_point_from_label():
     assert align_gt(label, "gui") == '<answer>[{"point_2d": [105, 155]}]</answer>'
 
 
-def test_align_gui_point_is_box_centre_when_missing():
-    # centre (105.5, 155.5) -> (106, 156), round half up
-    assert align_gt('[{"bbox_2d": [10, 100, 201, 211]}]', "gui") == '<answer>[{"point_2d": [106, 156]}]</answer>'
+def test_align_gui_needs_the_element_point():
+    with pytest.raises(ValueError, match="no point_2d"):
+        align_gt('[{"bbox_2d": [10, 100, 201, 211]}]', "gui")
 
 
 @pytest.mark.parametrize(("label", "expected"), [(" \\frac{1}{2}\n", "\\frac{1}{2}"), ("B", "B"), ("3", "3")])

@@ -98,9 +98,13 @@ class ViSurfRewardManager(RewardManagerBase):
         extra = dict(extra_info) if isinstance(extra_info, dict) else {}
         extra[IS_GT] = is_gt
         extra["gt_thinking_reward"] = self.control.gt_thinking_reward
-        result = self.compute_score(
-            data_source=data_source, solution_str=response, ground_truth=ground_truth, extra_info=extra
-        )
+        try:
+            result = self.compute_score(
+                data_source=data_source, solution_str=response, ground_truth=ground_truth, extra_info=extra
+            )
+        except ValueError as e:  # a bad label or data_source is a data bug: say which row
+            raise ValueError(f"reward for row {extra.get('id', extra.get('index', '?'))!r} "
+                             f"(data_source={data_source!r}, ground_truth={str(ground_truth)[:200]!r}): {e}") from e
         if not isinstance(result, dict):
             result = {"score": float(result)}
         score = float(result["score"])

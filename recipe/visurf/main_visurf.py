@@ -54,6 +54,24 @@ def check_visurf_config(visurf: DictConfig) -> None:
     RewardControl.from_config(visurf)  # align, gt_template, gt_thinking_reward, smoothing
 
 
+def check_verl_combination(config: DictConfig) -> None:
+    """verl settings under which GT rows would be handled wrongly (ValueError naming them).
+
+    * rollout-correction bypass mode uses the sampler's log-probs as π_old; GT rows have none
+      (teacher-forced), so ρ on them would be meaningless;
+    * a reward model scoring after generation (``reward_model.enable`` without its own resource
+      pool): the group step (smoothing, all_fail) runs on the rewards the agent loops return.
+    """
+    if OmegaConf.select(config, "algorithm.rollout_correction.bypass_mode", default=False):
+        raise ValueError("visurf.enable=True cannot run with algorithm.rollout_correction.bypass_mode=True: "
+                         "GT rows are teacher-forced and have no sampler log-probs to use as pi_old")
+    rm = config.reward.reward_model
+    if rm.get("enable") and not rm.get("enable_resource_pool"):
+        raise ValueError("visurf.enable=True with reward.reward_model.enable=True needs "
+                         "reward.reward_model.enable_resource_pool=True: smoothing and all_fail run on the "
+                         "rewards the agent loops return, before verl's colocated reward pass")
+
+
 def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> DictConfig:
     """Validate the ``visurf:`` block and resolve the recipe's derived settings in place.
 
@@ -68,6 +86,8 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
     """
     user_keys = user_keys or set()
     check_visurf_config(config.visurf)
+    if config.visurf.enable:
+        check_verl_combination(config)
     with open_dict(config):
         visurf = config.visurf
         rollout = config.actor_rollout_ref.rollout
@@ -88,7 +108,10 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
                 config.actor_rollout_ref.actor.policy_loss.loss_mode = "vanilla"
         # every ray worker imports verl_ext (so the visurf estimator / loss register there too)
         # through verl's own hook, VERL_USE_EXTERNAL_MODULES, set in the job's runtime env
-        env_vars = config.ray_kwargs.ray_init.runtime_env.setdefault("env_vars", {})
+        runtime_env = config.ray_kwargs.ray_init.runtime_env
+        if runtime_env.get("env_vars") is None:
+            runtime_env.env_vars = {}
+        env_vars = runtime_env.env_vars
         modules = str(env_vars.get("VERL_USE_EXTERNAL_MODULES") or os.environ.get("VERL_USE_EXTERNAL_MODULES", ""))
         modules = [m for m in modules.split(",") if m]
         if not any(m == "verl_ext" or m.startswith("verl_ext.") for m in modules):

@@ -79,7 +79,7 @@ def gt_response_texts(
     Returns ``(texts, reasons)``: ``reasons[i]`` is "no_label" (None / empty label) or
     "bad_label" (``align_gt`` rejected it; logged with the label) or "".
     """
-    texts, reasons = [], []
+    texts, reasons, errors = [], [], {}
     for gt, source in zip(ground_truths, data_sources):
         if gt is None or (isinstance(gt, str) and not gt.strip()):
             texts.append("")
@@ -89,9 +89,12 @@ def gt_response_texts(
             texts.append(control.gt_response(str(gt), task_of(str(source))))
             reasons.append("")
         except ValueError as e:
-            logger.warning("visurf: no GT member for a %s row: %s", source, e)
+            errors.setdefault(str(e), source)
             texts.append("")
             reasons.append("bad_label")
+    if errors:  # once per batch (copies of a prompt share the label), with the distinct problems
+        logger.warning("visurf: %d rows get no GT member (counted in visurf/gt_skipped_bad_label): %s",
+                       reasons.count("bad_label"), "; ".join(list(errors)[:3]))
     return texts, reasons
 
 

@@ -81,15 +81,25 @@ def _parse_objects(ground_truth: str) -> list[dict[str, list[int]]]:
     return parsed
 
 
+def _scoreable(ground_truth: str) -> None:
+    """The task scorer must accept the label too (it requires e.g. a point on every object):
+    a GT the reward cannot score is a bad label here, not a crash in the reward worker."""
+    from verl_ext.rewards.parsing import parse_label
+
+    try:
+        parse_label(ground_truth)
+    except ValueError as e:
+        raise _BadLabel(f"the reward's label parser rejects it: {e}") from None
+
+
 def _gui_answer(objects: list[dict[str, list[int]]]) -> list[dict[str, list[int]]]:
-    """The one GUI element -> [{point_2d}] (its point, else the centre of its box)."""
+    """The one GUI element -> [{point_2d}] (its point; the scorer requires box and point)."""
     if len(objects) != 1:
         raise _BadLabel(f"a gui label must hold exactly one object, got {len(objects)}")
     (obj,) = objects
-    if POINT_KEY in obj:
-        return [{POINT_KEY: obj[POINT_KEY]}]
-    x1, y1, x2, y2 = obj[BBOX_KEY]
-    return [{POINT_KEY: [_round_half_up((x1 + x2) / 2), _round_half_up((y1 + y2) / 2)]}]
+    if POINT_KEY not in obj:
+        raise _BadLabel(f"the gui element has no {POINT_KEY}")
+    return [{POINT_KEY: obj[POINT_KEY]}]
 
 
 def _check_template(template: str) -> None:
@@ -109,7 +119,7 @@ def align_gt(ground_truth: str, task: str, template: str = ANSWER_TEMPLATE) -> s
     point_2d, json.dumps default separators (", " and ": ").
 
     grounding / anomaly / lesion: the label's objects (non-object `[]` -> `<answer>[]</answer>`);
-    gui: `[{"point_2d": [x, y]}]` (the label's point, else the centre of its box); math: the
+    gui: `[{"point_2d": [x, y]}]` (the label's point); math: the
     canonical answer string, stripped. Coordinates are rounded half up.
 
     Args:
@@ -137,6 +147,7 @@ def align_gt(ground_truth: str, task: str, template: str = ANSWER_TEMPLATE) -> s
         else:
             objects = _parse_objects(ground_truth)
             answer = json.dumps(_gui_answer(objects) if task == "gui" else objects)
+            _scoreable(ground_truth)
     except _BadLabel as e:
         raise ValueError(f"bad {task} label {_label_repr(ground_truth)}: {e}") from None
     return template.replace(_ANSWER_FIELD, answer)
