@@ -168,6 +168,8 @@ def test_math_correct():
     assert M.math_correct("15", "B", choices)  # the option text
     assert not M.math_correct("A", "B", choices)
     assert not M.math_correct("12", "B", choices)
+    # the same rule as the training reward: a letter answer against an option-text label
+    assert M.math_correct("B", "15", choices) and not M.math_correct("A", "15", choices)
 
 
 def test_accuracy_and_text_stats():

@@ -39,7 +39,6 @@ Definitions (they follow the public VisionReasoner evaluation scripts
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -234,48 +233,15 @@ def anomaly_metrics(labels: Sequence[int], predicted: Sequence[int]) -> dict:
     return out
 
 
-_LETTER = re.compile(r"^\s*\(?\s*([A-Za-z])\s*[\).:]?\s*$")
-
-
 def math_correct(answer: str | None, label: str, choices: Sequence[str] | None = None) -> bool:
-    """``math_verify`` equivalence of ``answer`` and ``label``.
+    """Math accuracy of one extracted answer: exactly the training reward's rule
+    (``verl_ext.rewards.math.answers_match``: normalised match, option letter or option text for
+    multiple choice, then ``math_verify``), so evaluation and reward never disagree."""
+    from verl_ext.rewards.math import answers_match
 
-    Multiple choice (``choices`` given and the label is an option letter): the answer may be the
-    letter (``B``, ``(B)``, ``B.``) or the option text (compared with math_verify, then as text).
-    """
     if answer is None or not str(answer).strip():
         return False
-    answer, label = str(answer).strip(), str(label).strip()
-    if choices:
-        choices = [str(c) for c in choices]
-        letter = _LETTER.match(label)
-        idx = ord(letter.group(1).upper()) - ord("A") if letter else None
-        if idx is not None and 0 <= idx < len(choices):
-            got = _LETTER.match(answer)
-            if got:
-                return got.group(1).upper() == letter.group(1).upper()
-            option = choices[idx]
-            if _norm_text(answer) == _norm_text(option):
-                return True
-            return _verify(answer, option)
-    return _verify(answer, label)
-
-
-def _norm_text(s: str) -> str:
-    return re.sub(r"\s+", " ", s).strip().strip(".").lower()
-
-
-def _verify(answer: str, label: str) -> bool:
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, StringExtractionConfig, parse, verify
-
-    gold = parse(f"${label}$")
-    pred = parse(
-        f"${answer}$",
-        extraction_config=[StringExtractionConfig(), LatexExtractionConfig(), ExprExtractionConfig()],
-    )
-    if gold and pred and verify(gold, pred):
-        return True
-    return _norm_text(answer) == _norm_text(label)
+    return answers_match(str(answer).strip(), str(label).strip(), [str(c) for c in choices] if choices else None)
 
 
 @dataclass

@@ -269,7 +269,11 @@ def score_record(record: dict, *, strict_bbox: bool = False, segmenter: Segmente
         return s
     from verl_ext.rewards.parsing import parse_label
 
-    label = parse_label(record["ground_truth"])
+    try:
+        label = parse_label(record["ground_truth"])
+    except ValueError as e:  # a data bug: name the sample and the label
+        raise ValueError(f"sample {record.get('id')!r} ({record['data_source']}): bad ground_truth "
+                         f"{str(record['ground_truth'])[:200]!r}: {e}") from None
     s.gt_boxes, s.gt_points = label.boxes, label.points
     if task == "gui":
         s.correct = M.point_in_box(parsed.points, s.gt_boxes[0] if len(s.gt_boxes) else None)
@@ -534,6 +538,9 @@ class VLLMGenerator:
         return [(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outs]
 
 
+PREDICTION_KEYS = ("id", "data_source", "ground_truth", "response")
+
+
 def read_predictions(path: Path) -> list[dict]:
     """Prediction lines; a truncated last line (interrupted run) is dropped with a warning."""
     if not path.is_file():
@@ -545,15 +552,16 @@ def read_predictions(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if k == len(lines) - 1:
                 logger.warning("%s: dropping a truncated last line (interrupted run)", path)
                 continue
             raise ValueError(f"{path}:{k + 1}: not a JSON line") from None
-    missing = [k for k in ("id", "data_source", "ground_truth", "response") if out and k not in out[0]]
-    if missing:
-        raise ValueError(f"{path}: prediction lines need id, data_source, ground_truth, response; missing {missing}")
+        missing = [key for key in PREDICTION_KEYS if not isinstance(record, dict) or key not in record]
+        if missing:
+            raise ValueError(f"{path}:{k + 1}: prediction lines need {', '.join(PREDICTION_KEYS)}; missing {missing}")
+        out.append(record)
     return out
 
 

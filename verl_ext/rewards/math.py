@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 MAX_SCORE = 2.0
 MATH_VERIFY_TIMEOUT_S = 3  # per math-verify parse / comparison (signal.alarm: whole seconds)
 _LETTER_RE = re.compile(r"^\(?([A-Z])\)?(?:[.:)]|\s|$)")
+_BARE_LETTER_RE = re.compile(r"\(?\s*([A-Za-z])\s*\)?\.?")  # the whole answer is one letter: "b", "(b)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,9 +106,10 @@ def _decide_without_math_verify(pred: str, gold: str, choices: Sequence[str] | N
     if choices:
         idx = _mc_index(gold, choices)
         if idx is not None:
-            m = _LETTER_RE.match(pred.strip())
-            if m and ord(m.group(1)) - ord("A") < len(choices):
-                return ord(m.group(1)) - ord("A") == idx, gold
+            m = _LETTER_RE.match(pred.strip()) or _BARE_LETTER_RE.fullmatch(pred.strip())
+            letter = m.group(1).upper() if m else None
+            if letter and ord(letter) - ord("A") < len(choices):
+                return ord(letter) - ord("A") == idx, gold
             target = str(choices[idx])
             if _norm(pred) == _norm(target):
                 return True, target
