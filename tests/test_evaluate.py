@@ -62,9 +62,9 @@ def predictions(tmp_path):
     rle["counts"] = rle["counts"].decode()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "img.png")
     lines = [
-        # refcocog: IoU 0.5 (miss: not > 0.5) and 0.8 (hit)
-        _line("r1", "refcocog", [_obj([0, 0, 100, 100])], _resp([_obj([0, 0, 100, 50])]), image="img.png"),
-        _line("r2", "refcocog", [_obj([200, 200, 300, 300])], _resp([_obj([200, 200, 300, 280])])),
+        # refcocog (inclusive pixel boxes, 100 x 100): IoU 0.5 (miss: not > 0.5) and 0.8 (hit)
+        _line("r1", "refcocog", [_obj([0, 0, 99, 99])], _resp([_obj([0, 0, 99, 49])]), image="img.png"),
+        _line("r2", "refcocog", [_obj([200, 200, 299, 299])], _resp([_obj([200, 200, 299, 279])])),
         # grefcoco: correct non-object, unparseable answer on a non-object label, two objects both found
         _line("n1", "grefcoco", [], _resp([])),
         _line("n2", "grefcoco", [], "no idea"),
@@ -191,7 +191,7 @@ def test_compare(predictions, tmp_path, capsys):
     lines = [json.loads(x) for x in predictions.read_text().splitlines()]
     for x in lines:
         if x["id"] == "r1":
-            x["response"] = _resp([_obj([0, 0, 100, 100])])  # now IoU 1
+            x["response"] = _resp([_obj([0, 0, 99, 99])])  # now IoU 1
     (tmp_path / "p2.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     E.main(["--predictions", str(tmp_path / "p2.jsonl"), "--out", str(b)])
     capsys.readouterr()

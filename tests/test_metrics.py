@@ -13,7 +13,8 @@ GS = M.GroundingSample
 # geometry
 # --------------------------------------------------------------------------------------------
 def test_rasterize_union_of_overlapping_boxes():
-    mask = M.rasterize_boxes([[0, 0, 10, 10], [5, 5, 15, 15]])
+    # inclusive pixel boxes: [0, 0, 9, 9] is 10 x 10 pixels
+    mask = M.rasterize_boxes([[0, 0, 9, 9], [5, 5, 14, 14]])
     assert mask.shape == (FRAME, FRAME)
     assert mask.sum() == 100 + 100 - 25
     assert mask[0, 0] and mask[14, 14] and not mask[15, 15] and not mask[0, 14]
@@ -22,13 +23,13 @@ def test_rasterize_union_of_overlapping_boxes():
 def test_rasterize_edge_cases():
     assert M.rasterize_boxes([]).sum() == 0
     assert M.rasterize_boxes(None).sum() == 0
-    assert M.rasterize_boxes([[10, 10, 0, 0]]).sum() == 100  # swapped corners are reordered
-    assert M.rasterize_boxes([[-50, -50, 10, 10]]).sum() == 100  # clipped to the frame
-    assert M.rasterize_boxes([[830, 830, 2000, 2000]]).sum() == 100
+    assert M.rasterize_boxes([[9, 9, 0, 0]]).sum() == 100  # swapped corners are reordered
+    assert M.rasterize_boxes([[-50, -50, 9, 9]]).sum() == 100  # clipped to the frame
+    assert M.rasterize_boxes([[830, 830, 2000, 2000]]).sum() == 100  # pixels 830..839
     assert M.rasterize_boxes([[0, 0, np.nan, 10], [0, 0, np.inf, 5]]).sum() == 0  # non-finite dropped
-    assert M.rasterize_boxes([[5, 5, 5, 20]]).sum() == 0  # no area
-    # another resolution: a quarter of the frame at 100 x 100 is 50 x 50 pixels
-    assert M.rasterize_boxes([[0, 0, FRAME / 2, FRAME / 2]], height=100, width=100).sum() == 2500
+    assert M.rasterize_boxes([[5, 5, 5, 20]]).sum() == 16  # a one-pixel-wide box covers 16 pixels
+    # another resolution: frame pixels 0..419 (a quarter of the frame) at 100 x 100 are 50 x 50 pixels
+    assert M.rasterize_boxes([[0, 0, FRAME / 2 - 1, FRAME / 2 - 1]], height=100, width=100).sum() == 2500
 
 
 def test_rasterize_many_boxes_matches_loop():
@@ -36,43 +37,49 @@ def test_rasterize_many_boxes_matches_loop():
     boxes = rng.integers(0, FRAME, size=(120, 4))
     ref = np.zeros((FRAME, FRAME), dtype=bool)
     for x1, y1, x2, y2 in M.as_boxes(boxes).astype(int):
-        ref[y1:y2, x1:x2] = True
+        ref[y1 : y2 + 1, x1 : x2 + 1] = True
     assert np.array_equal(M.rasterize_boxes(boxes), ref)
 
 
 def test_pairwise_box_iou():
-    iou = M.pairwise_box_iou([[0, 0, 10, 10], [100, 100, 110, 110]], [[5, 0, 15, 10]])
+    # 10 x 10 pixel boxes overlapping in 5 x 10 pixels: 50 / (100 + 100 - 50)
+    iou = M.pairwise_box_iou([[0, 0, 9, 9], [100, 100, 109, 109]], [[5, 0, 14, 9]])
     assert iou.shape == (2, 1)
     assert iou[0, 0] == pytest.approx(50 / 150)
+    # the same number the training reward computes (one IoU for both)
+    from verl_ext.rewards.grounding import box_iou
+
+    assert iou[0, 0] == box_iou(np.array([0, 0, 9, 9.0]), np.array([5, 0, 14, 9.0]))
+    assert M.pairwise_box_iou([[100, 100, 100, 300]], [[100, 100, 100, 300]])[0, 0] == 1.0  # 1 px wide
     assert iou[1, 0] == 0
     assert M.pairwise_box_iou([], [[0, 0, 1, 1]]).shape == (0, 1)
 
 
 def test_intersection_union_boxes_and_masks():
     # union of two predicted boxes vs one GT box
-    assert M.intersection_union([[0, 0, 10, 10], [20, 0, 30, 10]], [[0, 0, 10, 10]]) == (100, 200)
-    assert M.intersection_union([], [[0, 0, 10, 10]]) == (0, 100)
-    assert M.intersection_union([[0, 0, 10, 10]], []) == (0, 100)
+    assert M.intersection_union([[0, 0, 9, 9], [20, 0, 29, 9]], [[0, 0, 9, 9]]) == (100, 200)
+    assert M.intersection_union([], [[0, 0, 9, 9]]) == (0, 100)
+    assert M.intersection_union([[0, 0, 9, 9]], []) == (0, 100)
     assert M.intersection_union([], []) == (0, 0)
     # GT mask 84 x 84 (a tenth of the frame): left half set; prediction = top-left quarter of the frame
     gt = np.zeros((84, 84), dtype=bool)
     gt[:, :42] = True
-    inter, union = M.intersection_union([[0, 0, 420, 420]], gt_mask=gt)
+    inter, union = M.intersection_union([[0, 0, 419, 419]], gt_mask=gt)  # frame pixels 0..419 -> 0..41
     assert (inter, union) == (42 * 42, 42 * 84)
     # a segmenter's mask replaces the rasterised boxes
     pred = np.zeros((84, 84), dtype=bool)
     pred[:, :21] = True
-    assert M.intersection_union([[0, 0, 420, 420]], gt_mask=gt, pred_mask=pred) == (84 * 21, 84 * 42)
+    assert M.intersection_union([[0, 0, 419, 419]], gt_mask=gt, pred_mask=pred) == (84 * 21, 84 * 42)
     with pytest.raises(ValueError, match="shapes differ"):
         M.mask_intersection_union(np.zeros((2, 2)), np.zeros((3, 3)))
 
 
 def test_bbox_hit_single_object_follows_public_rule():
-    gt = [[0, 0, 10, 10]]
-    assert M.bbox_hit([[0, 0, 10, 9]], gt)  # IoU 0.9
-    assert not M.bbox_hit([[0, 0, 10, 5]], gt)  # IoU 0.5 is not > 0.5
-    assert M.bbox_hit([[500, 500, 600, 600], [0, 0, 10, 9]], gt)  # an extra box is allowed ...
-    assert not M.bbox_hit([[500, 500, 600, 600], [0, 0, 10, 9]], gt, strict=True)  # ... unless strict
+    gt = [[0, 0, 9, 9]]  # 10 x 10 pixels
+    assert M.bbox_hit([[0, 0, 9, 8]], gt)  # IoU 0.9
+    assert not M.bbox_hit([[0, 0, 9, 4]], gt)  # IoU 0.5 is not > 0.5
+    assert M.bbox_hit([[500, 500, 600, 600], [0, 0, 9, 8]], gt)  # an extra box is allowed ...
+    assert not M.bbox_hit([[500, 500, 600, 600], [0, 0, 9, 8]], gt, strict=True)  # ... unless strict
     assert not M.bbox_hit([], gt)
 
 

@@ -8,10 +8,11 @@ Definitions (they follow the public VisionReasoner evaluation scripts
 ``evaluation/calculate_iou_with_bbox_nonobj.py``, ``calculate_acc_auc.py``,
 ``evaluation_gui.py``, ``calculate_math_acc.py``; where those are silent we say what we chose):
 
-* Coordinates live in the ``FRAME x FRAME`` frame. A box ``[x1, y1, x2, y2]`` covers the pixels
-  ``x1 <= x < x2``, ``y1 <= y < y2`` (so its raster area equals its geometric area
-  ``(x2 - x1) * (y2 - y1)``); swapped corners are put in order, coordinates are clipped to the
-  frame, boxes with a non-finite coordinate or no area are dropped.
+* Coordinates live in the ``FRAME x FRAME`` frame. A box ``[x1, y1, x2, y2]`` is an inclusive
+  pixel box (``verl_ext.constants``, the same convention as the training reward and data_prep):
+  it covers pixels ``x1..x2``, ``y1..y2``, area ``(x2 - x1 + 1) * (y2 - y1 + 1)``; box IoU is
+  the reward's own ``box_iou``. Swapped corners are put in order, coordinates are clipped to
+  the frame, boxes with a non-finite coordinate are dropped.
 * Per-sample intersection / union: the *union* of the predicted boxes rasterised against the
   union of the GT boxes on the frame, or against the GT mask when there is one (predicted boxes
   are then rasterised at the mask's resolution, or a segmenter's mask is used).
@@ -70,22 +71,21 @@ def as_boxes(boxes) -> np.ndarray:
 
 
 def pairwise_box_iou(pred, gt) -> np.ndarray:
-    """``(N, M)`` IoU of every predicted box against every GT box (geometric areas)."""
+    """``(N, M)`` IoU of every predicted box against every GT box — the reward's own
+    ``box_iou`` (inclusive pixel boxes, see ``verl_ext.constants``), so reward and evaluation agree."""
+    from verl_ext.rewards.grounding import box_iou
+
     p, g = as_boxes(pred), as_boxes(gt)
     if len(p) == 0 or len(g) == 0:
         return np.zeros((len(p), len(g)))
-    ix = np.clip(np.minimum(p[:, None, 2], g[None, :, 2]) - np.maximum(p[:, None, 0], g[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(p[:, None, 3], g[None, :, 3]) - np.maximum(p[:, None, 1], g[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
-    area_g = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
-    union = area_p[:, None] + area_g[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return box_iou(p[:, None], g[None])
 
 
 def rasterize_boxes(boxes, height: int = FRAME, width: int = FRAME, frame: int = FRAME) -> np.ndarray:
     """Boolean ``(height, width)`` mask of the union of ``boxes`` given in the ``frame`` frame.
 
+    Boxes are inclusive pixel boxes (``verl_ext.constants``): ``[x1, y1, x2, y2]`` covers frame
+    pixels x1..x2 and y1..y2, i.e. the area ``[x1, x2 + 1) x [y1, y2 + 1)``, scaled to the mask.
     Vectorised with a 2-D difference array (four scatter-adds per box, two cumulative sums),
     so the cost is O(height * width) whatever the number of boxes.
     """
@@ -94,9 +94,9 @@ def rasterize_boxes(boxes, height: int = FRAME, width: int = FRAME, frame: int =
         return np.zeros((height, width), dtype=bool)
     sx, sy = width / frame, height / frame
     x1 = np.clip(np.rint(b[:, 0] * sx), 0, width).astype(np.int64)
-    x2 = np.clip(np.rint(b[:, 2] * sx), 0, width).astype(np.int64)
+    x2 = np.clip(np.rint((b[:, 2] + 1) * sx), 0, width).astype(np.int64)
     y1 = np.clip(np.rint(b[:, 1] * sy), 0, height).astype(np.int64)
-    y2 = np.clip(np.rint(b[:, 3] * sy), 0, height).astype(np.int64)
+    y2 = np.clip(np.rint((b[:, 3] + 1) * sy), 0, height).astype(np.int64)
     keep = (x2 > x1) & (y2 > y1)
     x1, x2, y1, y2 = x1[keep], x2[keep], y1[keep], y2[keep]
     diff = np.zeros((height + 1, width + 1), dtype=np.int32)
