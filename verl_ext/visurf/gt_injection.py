@@ -80,18 +80,21 @@ def gt_response_texts(
     "bad_label" (``align_gt`` rejected it; logged with the label) or "".
     """
     texts, reasons, errors = [], [], {}
+    memo: dict[tuple[str, str], tuple[str, str]] = {}  # the G+1 copies of a prompt share the label
     for gt, source in zip(ground_truths, data_sources):
         if gt is None or (isinstance(gt, str) and not gt.strip()):
             texts.append("")
             reasons.append("no_label")
             continue
-        try:
-            texts.append(control.gt_response(str(gt), task_of(str(source))))
-            reasons.append("")
-        except ValueError as e:
-            errors.setdefault(str(e), source)
-            texts.append("")
-            reasons.append("bad_label")
+        key = (str(gt), str(source))
+        if key not in memo:
+            try:
+                memo[key] = (control.gt_response(key[0], task_of(key[1])), "")
+            except ValueError as e:
+                errors.setdefault(str(e), source)
+                memo[key] = ("", "bad_label")
+        texts.append(memo[key][0])
+        reasons.append(memo[key][1])
     if errors:  # once per batch (copies of a prompt share the label), with the distinct problems
         logger.warning("visurf: %d rows get no GT member (counted in visurf/gt_skipped_bad_label): %s",
                        reasons.count("bad_label"), "; ".join(list(errors)[:3]))
@@ -265,8 +268,8 @@ class VisurfAgentLoopManager(AgentLoopManager):
         sources = _column(prompts, "data_source", "")
         texts, reasons = gt_response_texts(_ground_truths(prompts), sources, self.reward_control)
         reasons = np.asarray(reasons, dtype=object)
-        fits = np.array([len(self.visurf_tokenizer.encode(t, add_special_tokens=False)) + 1 <= self.response_length
-                         if t else False for t in texts])
+        n_tokens = {t: len(self.visurf_tokenizer.encode(t, add_special_tokens=False)) for t in set(texts) if t}
+        fits = np.array([bool(t) and n_tokens[t] + 1 <= self.response_length for t in texts])
         reasons[(reasons == "") & ~fits] = "too_long"
         last = last_copy_per_group(uids)
         is_gt = select_gt_rows(uids, reasons == "")
