@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from recipe.visurf.dry_run import compose_rl
@@ -33,6 +35,10 @@ def test_visurf_off_is_plain_grpo(monkeypatch):
 
 
 def test_cpu_switch_applies_cpu_config_but_not_over_user_keys(monkeypatch):
+    from verl_ext.cpu.launcher import CPU_ENV
+
+    for key in [*CPU_ENV, "PYTHONPATH"]:  # prepare_env sets them in this process: restore afterwards
+        monkeypatch.setenv(key, os.environ.get(key, "")) if key in os.environ else monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
     config = prepare_config(compose_rl(["reward.num_workers=2"]), user_keys={"reward.num_workers"})
     assert config.actor_rollout_ref.rollout.name == "hf" and config.trainer.use_v1 is False

@@ -188,7 +188,10 @@ def _augmented_groups(draw):
         is_gt += [False] * len(rollouts) + [True]
     perm = draw(st.permutations(range(len(scores))))
     return (
-        torch.tensor([scores[i] for i in perm], dtype=torch.float32),
+        # float64: the smoothed r_gt is then the exact rollout mean. (In float32, as verl stores
+        # rewards, r_gt is the mean rounded to float32 and |Â_gt| <= ulp(r_gt) / std instead of 0 —
+        # e.g. 1.01e-6 for rollouts (2, 2, 2.125); the visurf/gt_signal_share metric uses 1e-4.)
+        torch.tensor([scores[i] for i in perm], dtype=torch.float64),
         np.array([index[i] for i in perm], dtype=object),
         np.array([is_gt[i] for i in perm]),
     )

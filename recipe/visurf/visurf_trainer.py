@@ -39,13 +39,14 @@ from verl_ext.visurf.gt_injection import (
 )
 
 GT_OFF_SUFFIX = "/visurf-gt-off"
+GT_SIGNAL_EPS = 1e-4  # |Â_gt| above this: the GT carried signal (float32 rewards: smoothed GTs give ~1e-6)
 
 
 def visurf_step_metrics(batch: DataProto) -> dict[str, float]:
     """The ``visurf/*`` metrics of one training batch (after advantages were computed).
 
     GT reward before/after smoothing, GT advantage mean, share of groups where the GT carried
-    signal (|Â_gt| > 1e-6), rollout-only reward, reward components (``accuracy``, formats, ...)
+    signal (|Â_gt| > GT_SIGNAL_EPS), rollout-only reward, reward components (``accuracy``, formats, ...)
     and invalid-answer shares, GT rows injected / switched off / skipped (too long, no or bad
     label).
     """
@@ -84,7 +85,8 @@ def visurf_step_metrics(batch: DataProto) -> dict[str, float]:
             "visurf/gt_reward_before_smoothing": float(np.nanmean(raw[is_gt])),
             "visurf/gt_reward_after_smoothing": float(scores[gt].mean()),
             "visurf/gt_advantage_mean": float(gt_adv.mean()),
-            "visurf/gt_signal_share": float((gt_adv.abs() > 1e-6).double().mean()),
+            # 1e-4, not 0: a smoothed r_gt is the rollout mean rounded to float32 (|Â_gt| ~ 1e-6)
+            "visurf/gt_signal_share": float((gt_adv.abs() > GT_SIGNAL_EPS).double().mean()),
         })
     return metrics
 
