@@ -38,7 +38,10 @@ def test_cpu_switch_applies_cpu_config_but_not_over_user_keys(monkeypatch):
     from verl_ext.cpu.launcher import CPU_ENV
 
     for key in [*CPU_ENV, "PYTHONPATH"]:  # prepare_env sets them in this process: restore afterwards
-        monkeypatch.setenv(key, os.environ.get(key, "")) if key in os.environ else monkeypatch.delenv(key, raising=False)
+        present = key in os.environ
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # records the original (or its absence)
+        if not present:
+            monkeypatch.delenv(key)
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
     config = prepare_config(compose_rl(["reward.num_workers=2"]), user_keys={"reward.num_workers"})
     assert config.actor_rollout_ref.rollout.name == "hf" and config.trainer.use_v1 is False
