@@ -8,7 +8,7 @@ VENV="${VISURF_VENV:-$ROOT/.venv}"
 REQ="${VISURF_REQUIREMENTS:-$ROOT/requirements.txt}"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.visurf-installed"
-want="$(cat "$REQ" "$ROOT/pyproject.toml" "$ROOT/scripts/setup_venv.sh" "$ROOT/scripts/fix_torchvision_cpu.py" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$REQ" "$ROOT/scripts/setup_venv.sh" "$ROOT/scripts/fix_torchvision_cpu.py" | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
