@@ -138,7 +138,8 @@ class RayViSurfTrainer(RayPPOTrainer):
         extra = dict(reward_extra_infos_dict)
         mask = batch.batch["response_mask"].bool()
         extra["uid"] = [str(u) for u in batch.non_tensor_batch["uid"]]
-        extra["is_gt"] = (_is_gt(batch) if _is_gt(batch) is not None else np.zeros(len(batch), dtype=bool)).tolist()
+        is_gt = _is_gt(batch)
+        extra["is_gt"] = (is_gt if is_gt is not None else np.zeros(len(batch), dtype=bool)).tolist()
         extra["advantage"] = ((batch.batch["advantages"] * mask).sum(-1) / mask.sum(-1).clamp_min(1)).tolist()
         extra["response_ids"] = [row[m].tolist() for row, m in zip(batch.batch["responses"], mask)]
         super()._log_rollout_data(batch, extra, timing_raw, rollout_data_dir)
