@@ -44,11 +44,14 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from verl_ext.constants import (
     BBOX_KEY,
     DATA_SOURCE_TASK,
+    DEFAULT_PROMPT_STYLE,
     FRAME,
     MAX_OBJECTS,
     POINT_KEY,
+    PROMPT_STYLES,
     TASK_ABILITY,
     build_prompt,
+    prompt_style,
     task_of,
 )
 
@@ -339,10 +342,12 @@ def build_row(
     width: int,
     height: int,
     choices: Sequence[str] | None = None,
+    style: str = DEFAULT_PROMPT_STYLE,
 ) -> dict:
     """One output row. ``ground_truth`` is the label string (constants docstring); for spatial
     tasks the JSON list, whose length gives ``num_objects`` and ``non_object``. ``index`` is
-    filled in by the writer loop (position in the output file)."""
+    filled in by the writer loop (position in the output file). The prompt is
+    ``build_prompt(task, question, style)`` (see :func:`apply_prompt_style`)."""
     task = task_of(data_source)
     if task == "math":
         n_obj, non_object = 0, False
@@ -351,7 +356,7 @@ def build_row(
         non_object = n_obj == 0
     return {
         "data_source": data_source,
-        "prompt": [{"role": "user", "content": build_prompt(task, question)}],
+        "prompt": [{"role": "user", "content": build_prompt(task, question, style)}],
         "images": [{"bytes": image_bytes}],
         "ability": TASK_ABILITY[task],
         "reward_model": {"style": "rule", "ground_truth": ground_truth},
@@ -368,6 +373,30 @@ def build_row(
             "choices": list(choices) if choices is not None else None,
         },
     }
+
+
+def apply_prompt_style(row: dict, style: str) -> dict:
+    """``row`` with its prompt rebuilt in prompt style ``style`` from ``extra_info`` (task,
+    question), i.e. exactly what :func:`build_row` would have written with ``style``."""
+    if style != DEFAULT_PROMPT_STYLE:
+        ei = row["extra_info"]
+        row["prompt"] = [{"role": "user", "content": build_prompt(ei["task"], ei["question"], style)}]
+    return row
+
+
+def check_prompt_style(style: str, data_source: str) -> None:
+    """DataPrepError when prompt style ``style`` is unknown or has no template for the task
+    of ``data_source`` (checked before any record is read)."""
+    try:
+        ps = prompt_style(style)
+    except ValueError as e:
+        raise DataPrepError(str(e)) from None
+    task = task_of(data_source)
+    if task not in ps.templates:
+        raise DataPrepError(
+            f"prompt style {style!r} has no template for {data_source} (task {task}); "
+            f"it covers {', '.join(ps.templates)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,6 +653,9 @@ def make_parser(prog: str, description: str, example: str, default_format: str =
     p.add_argument("--strict", action="store_true",
                    help="abort on the first bad record (default: skip it and report it in the summary)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--prompt-style", choices=tuple(PROMPT_STYLES), default=DEFAULT_PROMPT_STYLE,
+                   help=f"prompt templates (verl_ext/constants.py PROMPT_STYLES; default {DEFAULT_PROMPT_STYLE}; "
+                        "visionreasoner = the public VisionReasoner/ViSurf DETECTION_TEMPLATE / MATH_TEMPLATE)")
     return p
 
 
@@ -655,14 +687,17 @@ def convert_all(
     strict: bool = False,
     progress: bool = True,
     row_group_rows: int | None = None,
+    prompt_style: str = DEFAULT_PROMPT_STYLE,
 ) -> Summary:
     """Convert ``records`` with ``convert`` into ``out``; returns the :class:`Summary`.
+    Prompts are written in ``prompt_style`` (:func:`apply_prompt_style`).
 
     Raises RowError (``strict``) or DataPrepError; in both cases (and on interruption) no
     output file is written. Also raises DataPrepError when no row at all was produced.
     """
     from tqdm import tqdm
 
+    check_prompt_style(prompt_style, data_source)
     summary = Summary(data_source=data_source)
     t0 = time.perf_counter()
     warned: collections.Counter = collections.Counter()
@@ -683,6 +718,7 @@ def convert_all(
                     warned[result.reason] += 1
                     continue
                 for row in result:
+                    apply_prompt_style(row, prompt_style)
                     row["extra_info"]["index"] = writer.rows_written
                     writer.write(row)
                     summary.add(row)
@@ -731,6 +767,7 @@ def run_cli(
             limit=args.limit,
             strict=args.strict,
             progress=not args.quiet,
+            prompt_style=getattr(args, "prompt_style", DEFAULT_PROMPT_STYLE),
         )
     except RowError as e:
         print(f"error ({e.reason}): {e.message}\n(--strict: aborted, no output written)", file=sys.stderr)

@@ -21,6 +21,8 @@ Label formats (``reward_model.ground_truth`` in the parquet, written by data_pre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # --------------------------------------------------------------------------------------------
 # Geometry (METHOD.md §4, §5)
 # --------------------------------------------------------------------------------------------
@@ -139,9 +141,84 @@ TASK_PROMPT = {
     "math": MATH_PROMPT,
 }
 
+# The public VisionReasoner / ViSurf prompts, verbatim from JIA-Lab-research/VisionReasoner
+# `vision_reasoner/models/visurf_model.py` (ViSurfModel.DETECTION_TEMPLATE and MATH_TEMPLATE, commit
+# 5c1587f), with `{Question}` -> `{question}` and the `{Answer}` example that `_generate_model_output`
+# fills in inlined. Its DETECTION_TEMPLATE sentences are identical to Seg-Zero's
+# (dvlab-research/Seg-Zero `evaluation_scripts/evaluation_visionreasoner.py` QUESTION_TEMPLATE and,
+# after "<image>\n", `verl/utils/rl_dataset.py`); only the example differs ("[10,100,...]" there,
+# with spaces here). The public code passes the image as a content item before the text, which is
+# what a leading "<image>" becomes in verl's RLHFDataset. The public evaluation scripts use
+# DETECTION_TEMPLATE for every localisation task (evaluation_segmentation/_gui/_anomaly.py).
+VR_ANSWER_EXAMPLE = (
+    '[{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110]}, '
+    '{"bbox_2d": [225, 296, 706, 786], "point_2d": [302, 410]}]'
+)
+VR_DETECTION_PROMPT = (
+    "<image>"
+    'Please find "{question}" with bboxs and points.'
+    "Compare the difference between object(s) and find the most closely matched object(s)."
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    "Output the bbox(es) and point(s) inside the interested object(s) in JSON format."
+    "i.e., <think> thinking process here </think>"
+    "<answer>" + VR_ANSWER_EXAMPLE.replace("{", "{{").replace("}", "}}") + "</answer>"
+)
+VR_MATH_PROMPT = (
+    "<image>"
+    "{question} "
+    "First think about the question and then provide the answer. "
+    "The answer is in latex format and wrapped using the \\boxed{{}} command. "
+    "The thinking process and answer are enclosed within <think> </think> and \\boxed{{}} tags, respectively. "
+    "i.e., <think> thinking process here. </think>\\boxed{{2}}"
+)
 
-def build_prompt(task: str, question: str) -> str:
-    """The user message text for `task` (contains exactly one `<image>` placeholder)."""
-    if task not in TASK_PROMPT:
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """A prompt style: one template per task (``{question}`` placeholder, exactly one ``<image>``)
+    and how the question is normalised before it is filled in (``lower_strip``: lowercase it and
+    strip these characters from both ends, as the public code does; ``None``: use it as given)."""
+
+    name: str
+    templates: dict
+    lower_strip: str | None
+    source: str
+
+
+PROMPT_STYLES: dict[str, PromptStyle] = {
+    # this project's prompts (above): answers always in <answer> </answer>, `[]` for nothing found
+    "visurf": PromptStyle("visurf", TASK_PROMPT, None, "verl_ext/constants.py (this project)"),
+    # the released VisionReasoner/ViSurf checkpoints' prompts; math answers in \boxed{}. No anomaly
+    # entry: the public anomaly evaluation reads its question from a dataset that is not published,
+    # and DETECTION_TEMPLATE around a bare category name would ask for the object, not the defect.
+    "visionreasoner": PromptStyle(
+        "visionreasoner",
+        {"grounding": VR_DETECTION_PROMPT, "gui": VR_DETECTION_PROMPT, "lesion": VR_DETECTION_PROMPT,
+         "math": VR_MATH_PROMPT},
+        '"!',  # ViSurfModel._generate_model_output: Question=instruction.lower().strip("\"!")
+        "JIA-Lab-research/VisionReasoner vision_reasoner/models/visurf_model.py",
+    ),
+}
+DEFAULT_PROMPT_STYLE = "visurf"
+
+
+def prompt_style(name: str) -> PromptStyle:
+    """The registered style ``name``; ValueError naming the known styles."""
+    try:
+        return PROMPT_STYLES[name]
+    except KeyError:
+        raise ValueError(f"unknown prompt style {name!r}; known: {', '.join(PROMPT_STYLES)}") from None
+
+
+def build_prompt(task: str, question: str, style: str = DEFAULT_PROMPT_STYLE) -> str:
+    """The user message text for ``task`` in prompt style ``style`` (exactly one ``<image>``):
+    ``templates[task].format(question=q)`` with ``q = question.lower().strip(lower_strip)`` when
+    the style normalises questions, else ``q = question``."""
+    if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    return TASK_PROMPT[task].format(question=question)
+    ps = prompt_style(style)
+    if task not in ps.templates:
+        raise ValueError(f"prompt style {style!r} has no template for task {task!r} "
+                         f"(it covers {', '.join(ps.templates)})")
+    q = question.lower().strip(ps.lower_strip) if ps.lower_strip is not None else question
+    return ps.templates[task].format(question=q)
