@@ -1,6 +1,12 @@
 """COCO-side helpers shared by the gRefCOCO and RefCOCO(+/g) converters: the instances.json
-index, annotation -> mask -> label object, and the record/convert pair (one record per ref,
-one row per sentence, the image encoded once)."""
+index, the refs file (a restricted unpickler for ``refs(*).p``), annotation -> mask -> label
+object, and the record/convert pair (one record per ref, one row per sentence, the image encoded
+once).
+
+Masks come from ``pycocotools.mask`` (``frPyObjects`` / ``merge`` / ``decode``), as in the refer
+API, ReLA (gres_model/data/datasets/grefer.py ``getMask``), LISA and Seg-Zero
+(prepare_dataset/training_data_prepare_toturial.ipynb), so a mask here equals theirs pixel for
+pixel; boxes and points are taken from those masks."""
 
 from __future__ import annotations
 
@@ -23,7 +29,6 @@ from data_prep.common import (
     mask_object,
     normalize_question,
     open_image,
-    polygons_to_mask,
     read_json,
 )
 
@@ -36,20 +41,38 @@ class CocoOpts:
     image_format: str
 
 
+class RefsUnpickler(pickle.Unpickler):
+    """Unpickler for refer-style ``refs(*).p`` files. The official files hold only lists, dicts,
+    strings and numbers, which unpickle without looking up any global, so ``find_class`` admits
+    nothing: a file naming a callable (``os.system``, ...) is refused before anything runs."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(
+            f"it references the global {module}.{name}; refs files hold only lists, dicts, strings and "
+            "numbers, so nothing is loaded (a tampered or wrong file?)"
+        )
+
+
+def load_pickle(path: str):
+    """The object in pickle file ``path`` via :class:`RefsUnpickler` (Python 2 pickles: latin1
+    fallback); DataPrepError naming the file when it is malformed or references any global."""
+    try:
+        with open(path, "rb") as f:
+            try:
+                return RefsUnpickler(f).load()
+            except UnicodeDecodeError:
+                f.seek(0)
+                return RefsUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise DataPrepError(f"refusing to load pickle {path}: {e}") from None
+
+
 def load_refs(path: str) -> list[dict]:
-    """refs(x).p (pickle, latin1 fallback) or grefs(x).json (JSON list)."""
+    """refs(x).p (pickle, restricted: :func:`load_pickle`) or grefs(x).json (JSON list)."""
     if path.endswith(".json"):
         refs = read_json(path)
     else:
-        try:
-            with open(path, "rb") as f:
-                try:
-                    refs = pickle.load(f)
-                except UnicodeDecodeError:
-                    f.seek(0)
-                    refs = pickle.load(f, encoding="latin1")
-        except (pickle.UnpicklingError, EOFError, ValueError) as e:
-            raise DataPrepError(f"malformed pickle {path}: {e}") from None
+        refs = load_pickle(path)
     if not isinstance(refs, list):
         raise DataPrepError(f"{path}: expected a list of ref dicts, got {type(refs).__name__}")
     return refs
@@ -139,26 +162,36 @@ def dataset_records(args, ann_dir: str, refs_path: str):
 
 
 def ann_mask(ann: dict, w: int, h: int, record: str) -> np.ndarray | None:
-    """Boolean mask of a COCO annotation (polygons or RLE); None when it has no segmentation."""
+    """Boolean (h, w) mask of a COCO annotation, as pycocotools makes it: polygons ->
+    ``decode(merge(frPyObjects(polys, h, w)))`` (polygons with < 3 points dropped, ReLA's filter),
+    uncompressed RLE -> ``decode(frPyObjects(rle, h, w))``, compressed RLE -> ``decode(rle)``.
+    None when there is no (valid) segmentation."""
+    from pycocotools import mask as mask_utils
+
     seg = ann.get("segmentation")
     if not seg:
         return None
     if isinstance(seg, list):
-        polys = [p for p in seg if len(p) >= 6 and len(p) % 2 == 0]  # ReLA's filter
+        polys = [[float(v) for v in p] for p in seg if len(p) >= 6 and len(p) % 2 == 0]
+        if not polys:
+            return None
         for p in polys:
             check_inside(p, w, h, record, f"segmentation of annotation {ann.get('id')}")
-        return polygons_to_mask(polys, w, h)
-    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
-        from pycocotools import mask as mask_utils
-
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+    elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
         if list(seg["size"]) != [h, w]:
             raise RowError(
                 "coords_outside_image",
                 f"RLE of annotation {ann.get('id')} ({record}) has size {seg['size']}, image is {h}x{w} (HxW)",
             )
-        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
-        return mask_utils.decode(rle).astype(bool)
-    raise RowError("malformed_annotation", f"annotation {ann.get('id')} ({record}): unknown segmentation format")
+        if isinstance(seg["counts"], list):
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:
+            counts = seg["counts"].encode("ascii") if isinstance(seg["counts"], str) else seg["counts"]
+            rle = {"size": [h, w], "counts": counts}
+    else:
+        raise RowError("malformed_annotation", f"annotation {ann.get('id')} ({record}): unknown segmentation format")
+    return mask_utils.decode(rle).astype(bool)
 
 
 def ann_object(ann: dict, w: int, h: int, record: str) -> dict:
@@ -176,6 +209,15 @@ def ann_object(ann: dict, w: int, h: int, record: str) -> dict:
     return make_object([x, y, x + bw, y + bh], [x + bw / 2, y + bh / 2], w, h)
 
 
+def target_anns(anns: list[dict]) -> list[dict]:
+    """The annotations that become label objects: the non-crowd ones (ReLA's gRefCOCO loader
+    drops ``iscrowd`` annotations of a ref); a ref whose targets are all crowd keeps them (ReLA
+    keeps such a ref as a targeted, non-empty sample; its mask is the crowd RLE, as the refer
+    API's getMask gives it)."""
+    plain = [a for a in anns if not a.get("iscrowd")]
+    return plain or list(anns)
+
+
 def convert_ref(rec: dict, opts: CocoOpts) -> list[dict]:
     name = rec["name"]
     if "error" in rec:
@@ -189,9 +231,7 @@ def convert_ref(rec: dict, opts: CocoOpts) -> list[dict]:
         raise RowError(
             "size_mismatch", f"{rec['image_path']} ({name}) is {w}x{h}, instances.json says {ew}x{eh}"
         )
-    anns = [a for a in rec["anns"] if not a.get("iscrowd")]
-    if rec["anns"] and not anns:
-        raise RowError("crowd_only", f"{name}: every target annotation is iscrowd=1")
+    anns = target_anns(rec["anns"])
     objects = [ann_object(a, w, h, name) for a in anns]
     gt = labels_json(objects)
     data = frame_image_bytes(img, opts.image_format)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from verl_ext.constants import (
     BBOX_KEY,
@@ -276,18 +276,6 @@ def mask_components(mask: np.ndarray, max_objects: int = MAX_OBJECTS) -> list[np
     slices = find_objects(lab)
     keep = sorted(keep, key=lambda i: (slices[i - 1][0].start, slices[i - 1][1].start, i))
     return [lab == i for i in keep]
-
-
-def polygons_to_mask(polygons: Iterable[Sequence[float]], w: int, h: int) -> np.ndarray:
-    """Fill flat COCO polygons ``[x1, y1, x2, y2, ...]`` into a boolean (h, w) mask (with the
-    1-px outline, as LISA/cv2.fillPoly+polylines). Polygons with < 3 points are ignored."""
-    canvas = Image.new("1", (w, h), 0)
-    draw = ImageDraw.Draw(canvas)
-    for poly in polygons:
-        pts = [(float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly) - 1, 2)]
-        if len(pts) >= 3:
-            draw.polygon(pts, fill=1, outline=1)
-    return np.array(canvas, dtype=bool)
 
 
 def labels_json(objects: list[dict]) -> str:

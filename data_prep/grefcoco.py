@@ -3,8 +3,10 @@
 Reads ``ROOT/grefcoco/grefs(unc).json`` (or ``.p``) and ``ROOT/grefcoco/instances.json``; images
 from ``ROOT/images/train2014`` (or ``--image-dir``). One row per (ref, sentence); a
 multi-target ref gives one object per annotation; a no-target ref (``ann_id == [-1]``) gives a
-non-object row with label ``[]``. Boxes are mask extents, points the most interior mask pixel,
-in the 840 frame. ``iscrowd`` annotations are dropped (as ReLA does).
+non-object row with label ``[]``. Masks are pycocotools' (``data_prep._coco.ann_mask``); boxes
+are mask extents, points the most interior mask pixel, in the 840 frame. ``iscrowd``
+annotations of a ref with other targets are dropped, a ref whose targets are all crowd keeps
+them (both as ReLA's loader, gres_model/data/datasets/grefcoco.py).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Reads ``ROOT/<dataset>/refs(<split_by>).p`` (pickle) and ``ROOT/<dataset>/instances.json``;
 images from ``ROOT/images/train2014`` (or ``ROOT/images/mscoco/images/train2014``, or
-``--image-dir``). One row per (ref, sentence), one object (the referred annotation): box =
-mask extent, point = most interior mask pixel, in the 840 frame.
+``--image-dir``). One row per (ref, sentence), one object (the referred annotation): mask from
+pycocotools (as the refer API), box = mask extent, point = most interior mask pixel, in the 840
+frame. The refs pickle is loaded with a restricted unpickler (plain data only).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ def image_bytes(w, h, color=(10, 200, 30), fmt="PNG"):
 
 
 def rect_poly(x1, y1, x2, y2):
-    """Flat COCO polygon of the pixel rectangle [x1..x2] x [y1..y2]."""
+    """Flat COCO polygon with corners (x1, y1) and (x2, y2); pycocotools fills the pixels
+    x1..x2-1 x y1..y2-1 (pixel i spans [i, i+1))."""
     return [x1, y1, x2, y1, x2, y2, x1, y2]
 
 
@@ -42,7 +43,7 @@ def make_grefcoco(root, *, missing_image=False, outside=False):
     """datasets/grefcoco/{grefs(unc).json, instances.json} + images/train2014/.
 
     refs (split val): 10 = one target (polygon), 11 = two targets (polygon + RLE) with two
-    sentences, 12 = no target ([-1]), 13 = crowd only, 14 = missing image / outside coords
+    sentences, 12 = no target ([-1]), 13 = crowd only (kept, ReLA), 14 = missing image / outside coords
     when asked. One train ref (20) that a val run must ignore.
     """
     from pycocotools import mask as mask_utils
@@ -296,3 +297,58 @@ def make_visurf_parquet(path):
                         ("img_height", pa.int64()), ("img_width", pa.int64())])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Real public RefCOCO / COCO records (issue 14). Source: the "Example" section of a refer-API
+# README (lichengunc/refer derivative) that prints data["images"][0] and data["annotations"][0]
+# of data/refcoco/instances.json and refs(unc).p's first ref: COCO train2014 image 98304
+# (640x424) and its polygon annotation 3007 (category 18), verbatim.
+# ---------------------------------------------------------------------------------------------
+REFCOCO_IMAGE_98304 = {
+    "license": 1, "file_name": "COCO_train2014_000000098304.jpg", "coco_url": "http://mscoco.org/images/98304",
+    "height": 424, "width": 640, "date_captured": "2013-11-21 23:06:41",
+    "flickr_url": "http://farm6.staticflickr.com/5062/5896644212_a326e96ea9_z.jpg", "id": 98304,
+}
+REFCOCO_ANN_3007 = {
+    "segmentation": [[
+        267.52, 229.75, 265.6, 226.68, 265.79, 223.6, 263.87, 220.15,
+        263.87, 216.88, 266.94, 217.07, 268.48, 221.3, 272.32, 219.95,
+        276.35, 220.15, 279.62, 218.03, 283.46, 218.42, 285.0, 220.92,
+        285.0, 223.22, 284.42, 224.95, 280.96, 225.14, 279.81, 226.48,
+        281.73, 228.41, 279.43, 229.37, 275.78, 229.17, 273.86, 229.56,
+        274.24, 232.05, 269.82, 231.67, 267.14, 231.48, 266.75, 228.6,
+    ]],
+    "area": 197.29899999999986, "iscrowd": 0, "image_id": 98304, "bbox": [263.87, 216.88, 21.13, 15.17],
+    "category_id": 18, "id": 3007,
+}
+# refs(unc).p[0] as printed there (it refers to annotation 1719310, whose polygon is not published).
+REFCOCO_REF_0 = {
+    "sent_ids": [0, 1, 2], "file_name": "COCO_train2014_000000581857_16.jpg", "ann_id": 1719310, "ref_id": 0,
+    "image_id": 581857, "split": "train",
+    "sentences": [
+        {"tokens": ["the", "lady", "with", "the", "blue", "shirt"], "raw": "THE LADY WITH THE BLUE SHIRT",
+         "sent_id": 0, "sent": "the lady with the blue shirt"},
+        {"tokens": ["lady", "with", "back", "to", "us"], "raw": "lady w back to us", "sent_id": 1,
+         "sent": "lady with back to us"},
+        {"tokens": ["blue", "shirt"], "raw": "blue shirt", "sent_id": 2, "sent": "blue shirt"},
+    ],
+    "category_id": 1,
+}
+
+
+def make_refcoco_real(root, dataset="refcoco", split_by="unc", refs=None):
+    """refer layout with the real records above: instances.json = image 98304 + annotation 3007,
+    refs(unc).p = REFCOCO_REF_0 re-pointed at that annotation (image_id 98304, ann_id 3007,
+    split val: the one change, since annotation 1719310 is not published). A 640x424
+    placeholder image stands in for the photo. ``refs``: pickle this object instead."""
+    img = REFCOCO_IMAGE_98304
+    write_image(os.path.join(root, "images", "train2014", img["file_name"]), img["width"], img["height"])
+    ref = dict(REFCOCO_REF_0, image_id=98304, ann_id=3007, split="val")
+    d = os.path.join(root, dataset)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"refs({split_by}).p"), "wb") as f:
+        pickle.dump([ref] if refs is None else refs, f, protocol=2)
+    with open(os.path.join(d, "instances.json"), "w") as f:
+        json.dump(coco_instances([img], [REFCOCO_ANN_3007]), f)
+    return os.path.join(d, "instances.json")

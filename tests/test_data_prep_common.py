@@ -42,14 +42,12 @@ def test_mask_box_point_inside_and_extent():
     assert common.mask_box_point(m)[1] == [4, 4]
 
 
-def test_components_reading_order_and_polygons():
+def test_components_reading_order():
     m = np.zeros((30, 30), bool)
     m[20:25, 0:5] = True
     m[0:3, 20:29] = True
     comps = common.mask_components(m)
     assert [common.mask_box_point(c)[0] for c in comps] == [[20, 0, 28, 2], [0, 20, 4, 24]]
-    poly = common.polygons_to_mask([[2, 2, 5, 2, 5, 4, 2, 4], [1, 1, 2, 2]], 8, 8)
-    assert poly.sum() == 12 and poly[2:5, 2:6].all()
 
 
 def test_check_inside_message():

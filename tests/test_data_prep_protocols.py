@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -96,3 +97,120 @@ def test_apply_prompt_style_matches_build_row():
     kw = dict(data_source="mathvista", question="What is X?", image_bytes=b"x", ground_truth="1", row_id="1",
               split="testmini", width=2, height=2)
     assert common.apply_prompt_style(common.build_row(**kw), "visionreasoner") == common.build_row(**kw, style="visionreasoner")
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 2: COCO masks are pycocotools' masks (real RefCOCO/COCO record: annotation 3007)
+# ---------------------------------------------------------------------------------------------
+def coco_api_mask(instances_path, ann_id):
+    """The reference: pycocotools' COCO API (annToMask = decode(annToRLE), frPyObjects + merge)."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(instances_path))
+    return coco.annToMask(coco.anns[ann_id]).astype(bool)
+
+
+def test_real_refcoco_polygon_mask_equals_pycocotools(tmp_path, capsys):
+    from data_prep import _coco, refcoco
+
+    inst = F.make_refcoco_real(tmp_path / "refer")
+    capsys.readouterr()
+    ref = coco_api_mask(inst, 3007)
+    ours = _coco.ann_mask(F.REFCOCO_ANN_3007, 640, 424, "ann 3007")
+    assert ours.shape == (424, 640) and (ours == ref).all()
+    assert ours.sum() == 196  # (the former PIL fill + outline gave 225)
+    assert common.mask_box_point(ours) == ([264, 217, 284, 231], [273, 224])
+    out = tmp_path / "r.parquet"
+    assert refcoco.main(["--root", str(tmp_path / "refer"), "--dataset", "refcoco", "--split", "val",
+                         "--out", str(out), "--quiet"]) == 0
+    rs = pq.read_table(out).to_pylist()
+    assert [r["extra_info"]["id"] for r in rs] == ["0_0", "0_1", "0_2"]
+    assert [r["extra_info"]["question"] for r in rs] == ["the lady with the blue shirt", "lady w back to us", "blue shirt"]
+    # 840 frame: x*840/640, y*840/424, +0.5, truncated (the former rasteriser: [345, 428, 374, 460])
+    assert rs[0]["reward_model"]["ground_truth"] == '[{"bbox_2d": [347, 430, 373, 458], "point_2d": [358, 444]}]'
+    assert (rs[0]["extra_info"]["width"], rs[0]["extra_info"]["height"]) == (640, 424)
+
+
+def test_rle_masks_equal_pycocotools(tmp_path):
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    from data_prep import _coco
+
+    target = np.zeros((30, 40), dtype=np.uint8, order="F")
+    target[3:9, 5:20] = 1
+    target[20:28, 30:33] = 1
+    compressed = mask_utils.encode(target)
+    # uncompressed RLE (COCO crowd annotations): run lengths, column-major, starting with zeros
+    flat = target.flatten(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    counts = runs if flat[0] == 0 else [0] + runs
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 1, "bbox": [5, 3, 28, 25], "area": 114,
+             "segmentation": {"size": [30, 40], "counts": counts}},
+            {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [5, 3, 28, 25], "area": 114,
+             "segmentation": {"size": [30, 40], "counts": compressed["counts"].decode("ascii")}}]
+    inst = tmp_path / "instances.json"
+    inst.write_text(json.dumps(F.coco_instances([{"id": 1, "file_name": "x.jpg", "width": 40, "height": 30}], anns)))
+    for a in anns:
+        m = _coco.ann_mask(a, 40, 30, "r")
+        assert (m == coco_api_mask(inst, a["id"])).all() and (m == target.astype(bool)).all()
+    with pytest.raises(common.RowError, match=r"has size \[30, 40\], image is 31x40"):
+        _coco.ann_mask(anns[0], 40, 31, "r")
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 4: gRefCOCO refs whose targets are all crowd are kept (ReLA); mixed refs drop the crowd
+# ---------------------------------------------------------------------------------------------
+def test_target_anns_crowd_rule():
+    from data_prep._coco import target_anns
+
+    a, b, c = {"id": 1, "iscrowd": 0}, {"id": 2, "iscrowd": 1}, {"id": 3, "iscrowd": 1}
+    assert target_anns([a, b]) == [a]
+    assert target_anns([b, c]) == [b, c]
+    assert target_anns([]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 6: refs pickles are loaded without running code
+# ---------------------------------------------------------------------------------------------
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_refs_pickle_referencing_os_system_is_refused(tmp_path, capsys):
+    from data_prep import refcoco
+
+    marker = tmp_path / "pwned"
+    ref = dict(F.REFCOCO_REF_0, image_id=98304, ann_id=3007, split="val", extra=_Evil(marker))
+    F.make_refcoco_real(tmp_path / "refer", refs=[ref])
+    refs_path = tmp_path / "refer" / "refcoco" / "refs(unc).p"
+    assert b"system" in refs_path.read_bytes()
+    out = tmp_path / "r.parquet"
+    assert refcoco.main(["--root", str(tmp_path / "refer"), "--dataset", "refcoco", "--split", "val",
+                         "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"refusing to load pickle {refs_path}" in err
+    assert "references the global" in err and "system" in err
+    assert not marker.exists() and not out.exists()
+
+
+def test_refs_pickle_plain_data_loads_py2_and_py3(tmp_path):
+    import pickle
+
+    from data_prep import _coco
+
+    refs = [F.REFCOCO_REF_0]
+    for proto in (0, 2, pickle.HIGHEST_PROTOCOL):
+        p = tmp_path / f"r{proto}.p"
+        p.write_bytes(pickle.dumps(refs, protocol=proto))
+        assert _coco.load_refs(str(p)) == refs
+    # a Python 2 pickle of a byte str with a non-ASCII byte (latin1 fallback)
+    p = tmp_path / "py2.p"
+    p.write_bytes(b"(lp0\n(dp1\nS'raw'\np2\nS'caf\\xe9'\np3\nsa.")
+    assert _coco.load_refs(str(p)) == [{"raw": "caf\u00e9"}]

@@ -46,11 +46,12 @@ def test_grefcoco_rows_exact(tmp_path, capsys):
     out = tmp_path / "g.parquet"
     assert grefcoco.main(["--root", str(tmp_path / "ds"), "--split", "val", "--out", str(out), "--quiet"]) == 0
     rs = rows(out)
-    assert [r["extra_info"]["id"] for r in rs] == ["10_1", "11_2", "11_3", "12_5", "14_7"]
-    assert [r["extra_info"]["index"] for r in rs] == list(range(5))
+    assert [r["extra_info"]["id"] for r in rs] == ["10_1", "11_2", "11_3", "12_5", "13_6", "14_7"]
+    assert [r["extra_info"]["index"] for r in rs] == list(range(6))
     first = rs[0]
-    # polygon x 10..29, y 10..19 on a 100x50 image: int(v*840/W+0.5); point = most interior pixel (14, 14)
-    assert first["reward_model"] == {"style": "rule", "ground_truth": json.dumps([obj([84, 168, 244, 319], [118, 235])])}
+    # polygon corners (10, 10)-(29, 19) on a 100x50 image: pycocotools fills pixels x 10..28, y 10..18;
+    # int(v*840/W+0.5); point = most interior pixel (14, 14)
+    assert first["reward_model"] == {"style": "rule", "ground_truth": json.dumps([obj([84, 168, 235, 302], [118, 235])])}
     assert first["prompt"] == [{"role": "user", "content": build_prompt("grounding", "the brown box")}]
     assert first["data_source"] == "grefcoco" and first["ability"] == "grounding"
     ei = first["extra_info"]
@@ -59,13 +60,16 @@ def test_grefcoco_rows_exact(tmp_path, capsys):
     assert img.size == (840, 840) and img.format == "JPEG"
     # multi-target: one object per annotation (polygon + RLE), same label for both sentences
     lab = labels(out)
-    assert lab["11_2"] == lab["11_3"] == [obj([0, 0, 38, 76], [17, 34]), obj([420, 336, 626, 496], [458, 412])]
+    # polygon (0, 0)-(9, 9) -> pixels 0..8 on 200x100; the RLE covers x 100..149, y 40..59
+    assert lab["11_2"] == lab["11_3"] == [obj([0, 0, 34, 67], [17, 34]), obj([420, 336, 626, 496], [458, 412])]
     # no target -> non-object row
     assert lab["12_5"] == [] and rs[3]["extra_info"]["non_object"] is True
-    assert lab["14_7"] == [obj([14, 14, 70, 70], [42, 42])]
+    # all targets crowd: kept, the crowd annotation's mask (pixels 0..3) is the target
+    assert lab["13_6"] == [obj([0, 0, 13, 25], [4, 8])]
+    assert lab["14_7"] == [obj([14, 14, 56, 56], [28, 28])]
     summary = capsys.readouterr().out
-    assert "rows written           5" in summary and "non-object rows        1 (20.0%)" in summary
-    assert "skipped: crowd_only" in summary and "ref_id 13" in summary
+    assert "rows written         6" in summary and "non-object rows      1 (16.7%)" in summary
+    assert "rows skipped         0" in summary
 
 
 def test_grefcoco_errors_name_file_and_record(tmp_path, capsys):
@@ -75,7 +79,7 @@ def test_grefcoco_errors_name_file_and_record(tmp_path, capsys):
     assert grefcoco.main(args + ["--strict"]) == 1
     err = capsys.readouterr().err
     assert not out.exists()
-    assert "error (crowd_only): ref_id 13" in err  # the first bad record aborts
+    assert "error (missing_file): missing image file" in err and "ref_id 14" in err  # the first bad record aborts
     assert grefcoco.main(args) == 0
     text = capsys.readouterr().out
     assert "skipped: missing_file" in text and "COCO_train2014_000000000003.jpg" in text and "ref_id 14" in text
@@ -101,7 +105,8 @@ def test_refcocog_pickle(tmp_path):
     rs = rows(out)
     assert [r["extra_info"]["question"] for r in rs] == ["the right half", "right"]
     assert {r["data_source"] for r in rs} == {"refcocog"}
-    assert labels(out)["0_0"] == [obj([420, 0, 830, 819], [620, 399])]
+    # polygon corners (40, 0)-(79, 39) on 80x40: pycocotools fills x 40..78, y 0..38
+    assert labels(out)["0_0"] == [obj([420, 0, 819, 798], [620, 399])]
     assert refcoco.main(["--root", str(tmp_path / "rs"), "--dataset", "refcocog", "--split", "val",
                          "--sentences", "first", "--out", str(out), "--quiet"]) == 0
     assert len(rows(out)) == 1

@@ -122,6 +122,6 @@ def test_verl_rlhfdataset_loads_outputs(tmp_path, tiny_dir, capsys):
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(g)), tmp_path / "bad.parquet")
     problems = validate.validate(str(tmp_path / "bad.parquet"), tiny_dir)
     assert "row 1 (id 11_2): 2 <image> placeholders but 1 images" in problems
-    assert any("RLHFDataset kept 4 of 5 rows" in p for p in problems)
+    assert any("RLHFDataset kept 5 of 6 rows" in p for p in problems)
     assert validate.main([str(tmp_path / "bad.parquet"), "--no-verl"]) == 1
     assert "FAIL" in capsys.readouterr().out
