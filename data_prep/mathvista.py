@@ -1,7 +1,9 @@
 """MathVista -> verl parquet (data_source ``mathvista``).
 
-Two inputs: the GitHub layout (``--root DIR`` with ``data/<split>.json`` dict pid -> record,
-optional ``data/query.json``, images at ``DIR/<record.image>``) or the HF parquet
+Two inputs: a checkout of MathVista's GitHub repo (``--root DIR`` with ``data/<split>.json``
+dict pid -> record, optional ``data/query.json``, and the images unzipped into ``data/images/``
+as MathVista's README says; ``record["image"]`` = ``"images/1.jpg"`` is resolved against
+``data/`` like evaluation/generate_response.py, falling back to ``DIR/images/``) or the HF parquet
 (``--hf-parquet FILE...`` with columns pid, question, decoded_image, choices, answer,
 question_type, query). The question is MathVista's ``query`` (hint + question + choices;
 built from question and choices when absent). Label: the answer string; multiple choice:
@@ -69,6 +71,17 @@ def math_label(rec: dict) -> tuple[str, list[str] | None]:
     return answer, None
 
 
+def resolve_image(data_dir: str, root: str, rel: str) -> str:
+    """``record["image"]`` (``"images/1.jpg"``) as a path: ``data_dir/rel`` (MathVista's layout:
+    images unzipped into data/), else ``root/rel`` if that exists; the former when neither does
+    (the missing-file error then names MathVista's path)."""
+    official = os.path.join(data_dir, rel)
+    if os.path.isfile(official):
+        return official
+    alt = os.path.join(root, rel)
+    return alt if os.path.isfile(alt) else official
+
+
 def records(args):
     if args.hf_parquet:
         cols = ("pid", "question", "decoded_image", "choices", "answer", "question_type")
@@ -98,7 +111,8 @@ def records(args):
     for pid in sorted(recs, key=lambda p: (len(p), p)):
         r = recs[pid]
         name = f"pid {pid} in {split_file}"
-        yield {"name": name, "id": str(pid), "image": os.path.join(args.root, r.get("image") or f"images/{pid}.jpg"),
+        image = resolve_image(data_dir, args.root, r.get("image") or f"images/{pid}.jpg")
+        yield {"name": name, "id": str(pid), "image": image,
                "question": r.get("question", ""), "query": r.get("query") or queries.get(pid),
                "choices": r.get("choices"), "answer": r.get("answer"), "question_type": r.get("question_type")}
 
@@ -122,7 +136,7 @@ def parser():
         default_format="png",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--root", help="MathVista GitHub checkout (data/<split>.json, images/)")
+    src.add_argument("--root", help="MathVista GitHub checkout (data/<split>.json, data/query.json, data/images/)")
     src.add_argument("--hf-parquet", nargs="+", metavar="FILE", help="HF parquet file(s) of AI4Math/MathVista")
     p.add_argument("--split", default="testmini", help="testmini (default) or test; names data/<split>.json with --root")
     return p

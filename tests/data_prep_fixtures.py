@@ -222,23 +222,123 @@ def make_isic(root, part="Validation"):
     return root
 
 
-MATHVISTA_RECORDS = {
-    "2": {"question": "what is the total volume of the measuring cup?", "image": "images/2.jpg", "choices": None,
-          "unit": "g", "precision": None, "answer": "1000", "question_type": "free_form", "answer_type": "integer",
-          "pid": "2", "metadata": {"split": "testmini"}},
-    "7": {"question": "What time is shown? It is (_) after eight.", "image": "images/7.jpg",
-          "choices": ["half", "quarter", "o'clock", "quarter to", "quarter past"], "unit": None, "precision": None,
-          "answer": "quarter", "question_type": "multi_choice", "answer_type": "text", "pid": "7",
-          "metadata": {"split": "testmini"}},
-}
-MATHVISTA_QUERIES = {"2": "Hint: Please answer the question requiring an integer answer.\nQuestion: what is the total volume?",
-                     "7": "Hint: answer with the option letter.\nQuestion: What time is shown?\nChoices:\n(A) half\n(B) quarter"}
+# Real MathVista testmini records and their queries, verbatim from lupantech/MathVista
+# data/testmini.json and data/query.json (commit 53d5258): pids 2 (free form, unit), 5 and 17
+# (multiple choice, numeric options; 17 in Chinese) and 7 (multiple choice, text options).
+MATHVISTA_RECORDS = {'2': {'question': 'what is the total volume of the measuring cup?',
+       'image': 'images/2.jpg',
+       'choices': None,
+       'unit': 'g',
+       'precision': None,
+       'answer': '1000',
+       'question_type': 'free_form',
+       'answer_type': 'integer',
+       'pid': '2',
+       'metadata': {'split': 'testmini',
+                    'language': 'english',
+                    'img_width': 1024,
+                    'img_height': 768,
+                    'source': 'TextVQA',
+                    'category': 'general-vqa',
+                    'task': 'visual question answering',
+                    'context': 'natural image',
+                    'grade': 'not applicable',
+                    'skills': ['numeric commonsense', 'arithmetic reasoning']}},
+ '5': {'question': 'Find $m\\angle H$',
+       'image': 'images/5.jpg',
+       'choices': ['97', '102', '107', '122'],
+       'unit': None,
+       'precision': None,
+       'answer': '97',
+       'question_type': 'multi_choice',
+       'answer_type': 'text',
+       'pid': '5',
+       'metadata': {'split': 'testmini',
+                    'language': 'english',
+                    'img_width': 322,
+                    'img_height': 245,
+                    'source': 'Geometry3K',
+                    'category': 'math-targeted-vqa',
+                    'task': 'geometry problem solving',
+                    'context': 'geometry diagram',
+                    'grade': 'high school',
+                    'skills': ['geometry reasoning', 'algebraic reasoning']}},
+ '7': {'question': 'What time is shown? Answer by typing a time word, not a number. It is (_) after eight.',
+       'image': 'images/7.jpg',
+       'choices': ['half', 'quarter', "o'clock", 'quarter to', 'quarter past'],
+       'unit': None,
+       'precision': None,
+       'answer': 'quarter',
+       'question_type': 'multi_choice',
+       'answer_type': 'text',
+       'pid': '7',
+       'metadata': {'split': 'testmini',
+                    'language': 'english',
+                    'img_width': 203,
+                    'img_height': 204,
+                    'source': 'IconQA',
+                    'category': 'math-targeted-vqa',
+                    'task': 'math word problem',
+                    'context': 'abstract scene',
+                    'grade': 'elementary school',
+                    'skills': ['numeric commonsense']}},
+ '17': {'question': '如图，在Rt△ABC中，∠ACB＝90°，D是AB的中点，AB＝10，则CD的长为（）',
+        'image': 'images/17.jpg',
+        'choices': ['5', '6', '8', '10'],
+        'unit': None,
+        'precision': None,
+        'answer': '5',
+        'question_type': 'multi_choice',
+        'answer_type': 'text',
+        'pid': '17',
+        'metadata': {'split': 'testmini',
+                     'language': 'chinese',
+                     'img_width': 125,
+                     'img_height': 172,
+                     'source': 'GeoQA+',
+                     'category': 'math-targeted-vqa',
+                     'task': 'geometry problem solving',
+                     'context': 'geometry diagram',
+                     'grade': 'high school',
+                     'skills': ['geometry reasoning', 'algebraic reasoning']}}}
+MATHVISTA_QUERIES = {'2': 'Hint: Please answer the question requiring an integer answer and provide the final value, e.g., 1, 2, '
+      '3, at the end.\n'
+      'Question: what is the total volume of the measuring cup? (Unit: g)',
+ '5': 'Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the '
+      'end.\n'
+      'Question: Find $m\\angle H$\n'
+      'Choices:\n'
+      '(A) 97\n'
+      '(B) 102\n'
+      '(C) 107\n'
+      '(D) 122',
+ '7': 'Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the '
+      'end.\n'
+      'Question: What time is shown? Answer by typing a time word, not a number. It is (_) after eight.\n'
+      'Choices:\n'
+      '(A) half\n'
+      '(B) quarter\n'
+      "(C) o'clock\n"
+      '(D) quarter to\n'
+      '(E) quarter past',
+ '17': 'Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the '
+       'end.\n'
+       'Question: 如图，在Rt△ABC中，∠ACB＝90°，D是AB的中点，AB＝10，则CD的长为（）\n'
+       'Choices:\n'
+       '(A) 5\n'
+       '(B) 6\n'
+       '(C) 8\n'
+       '(D) 10'}
 
 
-def make_mathvista_root(root):
+def make_mathvista_root(root, layout="official"):
+    """A MathVista checkout: data/testmini.json + data/query.json, placeholder images of the
+    recorded size (metadata img_width/img_height). ``layout="official"``: images in data/images/
+    (MathVista's README: ``cd data; unzip images.zip``); ``"root"``: images in ROOT/images/."""
     os.makedirs(os.path.join(root, "data"), exist_ok=True)
-    write_image(os.path.join(root, "images", "2.jpg"), 64, 48)
-    write_image(os.path.join(root, "images", "7.jpg"), 32, 32)
+    img_base = os.path.join(root, "data") if layout == "official" else root
+    for pid, r in MATHVISTA_RECORDS.items():
+        write_image(os.path.join(img_base, r["image"]), r["metadata"]["img_width"], r["metadata"]["img_height"])
     with open(os.path.join(root, "data", "testmini.json"), "w") as f:
         json.dump(MATHVISTA_RECORDS, f)
     with open(os.path.join(root, "data", "query.json"), "w") as f:
@@ -252,7 +352,7 @@ def _image_struct():
 
 def make_mathvista_parquet(path):
     rows = []
-    for pid in ("2", "7"):
+    for pid in MATHVISTA_RECORDS:
         r = dict(MATHVISTA_RECORDS[pid])
         r["decoded_image"] = {"bytes": image_bytes(64, 48, fmt="JPEG"), "path": f"{pid}.jpg"}
         r["query"] = MATHVISTA_QUERIES[pid]

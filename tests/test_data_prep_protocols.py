@@ -214,3 +214,30 @@ def test_refs_pickle_plain_data_loads_py2_and_py3(tmp_path):
     p = tmp_path / "py2.p"
     p.write_bytes(b"(lp0\n(dp1\nS'raw'\np2\nS'caf\\xe9'\np3\nsa.")
     assert _coco.load_refs(str(p)) == [{"raw": "caf\u00e9"}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 1: MathVista's official layout (images unzipped into data/images/)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", ["official", "root"])
+def test_mathvista_official_layout(tmp_path, layout):
+    from data_prep import mathvista
+
+    root = F.make_mathvista_root(tmp_path / "MathVista", layout=layout)
+    out = tmp_path / "mv.parquet"
+    assert mathvista.main(["--root", str(root), "--split", "testmini", "--out", str(out), "--quiet"]) == 0
+    rs = pq.read_table(out).to_pylist()
+    assert [r["extra_info"]["id"] for r in rs] == list(F.MATHVISTA_RECORDS)  # every record converted
+    assert [(r["extra_info"]["width"], r["extra_info"]["height"]) for r in rs] == [
+        (m["metadata"]["img_width"], m["metadata"]["img_height"]) for m in F.MATHVISTA_RECORDS.values()]
+    assert [r["extra_info"]["question"] for r in rs] == list(F.MATHVISTA_QUERIES.values())
+
+
+def test_mathvista_missing_image_names_the_official_path(tmp_path, capsys):
+    from data_prep import mathvista
+
+    root = F.make_mathvista_root(tmp_path / "MathVista")
+    os.remove(os.path.join(root, "data", "images", "5.jpg"))
+    out = tmp_path / "mv.parquet"
+    assert mathvista.main(["--root", str(root), "--out", str(out), "--quiet", "--strict"]) == 1
+    assert f"missing image file: {os.path.join(root, 'data', 'images', '5.jpg')} (record pid 5" in capsys.readouterr().err

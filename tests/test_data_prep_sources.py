@@ -174,8 +174,9 @@ def test_mathvista_root_and_hf(tmp_path):
     assert mathvista.main(["--hf-parquet", str(F.make_mathvista_parquet(tmp_path / "mv.parquet")), "--out", str(b), "--quiet"]) == 0
     for path in (a, b):
         rs = rows(path)
-        assert [r["reward_model"]["ground_truth"] for r in rs] == ["1000", "B"]  # letter of "quarter"
-        assert rs[1]["extra_info"]["choices"] == F.MATHVISTA_RECORDS["7"]["choices"]
+        assert [r["extra_info"]["id"] for r in rs] == ["2", "5", "7", "17"]
+        assert [r["reward_model"]["ground_truth"] for r in rs] == ["1000", "A", "B", "A"]  # "97", "quarter", "5"
+        assert rs[2]["extra_info"]["choices"] == F.MATHVISTA_RECORDS["7"]["choices"]
         assert rs[0]["prompt"][0]["content"] == build_prompt("math", F.MATHVISTA_QUERIES["2"])
         assert rs[0]["ability"] == "math" and rs[0]["extra_info"]["non_object"] is False
 
