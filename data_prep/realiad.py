@@ -1,6 +1,7 @@
 """Real-IAD (industrial anomaly detection) -> verl parquet (data_source ``realiad``).
 
-Reads ``ROOT/<json-dir>/<category>.json`` (``{"meta": {"prefix", "normal_class"}, "train": [...],
+Reads ``ROOT/<json-dir>/<category>.json`` (or ``ROOT/<json-dir>/<json-dir>/``, the layout the
+official archive unzips to; ``{"meta": {"prefix", "normal_class"}, "train": [...],
 "test": [...]}``, samples ``{category, anomaly_class, image_path, mask_path}``) and the images
 under ``ROOT/<image-dir>/<prefix>/<image_path>``. A normal sample (``anomaly_class`` =
 normal class, or ``mask_path`` null: an NG view where the defect is not visible) is a
@@ -55,8 +56,21 @@ def resolve(image_root: str, prefix: str, category: str, rel: str) -> str:
     return cands[0]
 
 
+def find_json_dir(root: str, json_dir: str) -> str:
+    """``ROOT/<json-dir>``, or ``ROOT/<json-dir>/<json-dir>`` when the JSONs are only there (the
+    official realiad_jsons.zip unzips to realiad_jsons/realiad_jsons/). DataPrepError naming
+    both when neither exists."""
+    top = os.path.join(root, json_dir)
+    nested = os.path.join(top, os.path.basename(os.path.normpath(json_dir)))
+    if os.path.isdir(nested) and not glob.glob(os.path.join(top, "*.json")):
+        return nested
+    if not os.path.isdir(top):
+        raise DataPrepError(f"missing Real-IAD json directory: {top} (nor {nested})")
+    return top
+
+
 def records(args):
-    json_dir = require_dir(os.path.join(args.root, args.json_dir), "Real-IAD json directory")
+    json_dir = find_json_dir(args.root, args.json_dir)
     image_root = require_dir(os.path.join(args.root, args.image_dir), "Real-IAD image directory")
     if args.category == "all":
         files = sorted(glob.glob(os.path.join(json_dir, "*.json")))

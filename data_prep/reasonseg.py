@@ -4,7 +4,9 @@ Reads ``ROOT/<split>/*.jpg`` with the LabelMe-style ``<name>.json`` beside each 
 is the ``ReasonSeg`` directory). The target mask follows LISA's rules: ``flag`` shapes dropped,
 polygons filled largest-first, ``ignore`` shapes excluded from the target. Each 8-connected
 component of the target mask is one object (box = extent, point = most interior pixel, 840
-frame). The question is ``text[0]`` (``--all-texts``: one row per text variant).
+frame); a sample whose target mask is empty is kept as a non-object row (label ``[]``), as LISA
+and VisionReasoner keep it (an empty prediction scores 1 there), so every sample of a split is
+converted. The question is ``text[0]`` (``--all-texts``: one row per text variant).
 """
 
 from __future__ import annotations
@@ -85,9 +87,7 @@ def convert(rec: dict, opts: Opts) -> list[dict]:
     img = open_image(rec["image_path"], name)
     w, h = image_size(img)
     mask = target_mask(ann["shapes"], w, h, f"{rec['json_path']}")
-    objects = [mask_object(c) for c in mask_components(mask)]
-    if not objects:
-        raise RowError("empty_mask", f"{rec['json_path']}: no target region (only flag/ignore shapes?)")
+    objects = [mask_object(c) for c in mask_components(mask)]  # [] = no target: a non-object row
     gt = labels_json(objects)
     data = frame_image_bytes(img, opts.image_format)
     stem = os.path.splitext(name)[0]

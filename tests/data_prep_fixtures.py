@@ -122,7 +122,7 @@ def make_refcoco(root, dataset="refcocog", split_by="umd"):
 
 def make_reasonseg(root, split="val"):
     """ReasonSeg/<split>/<name>.jpg + <name>.json (LabelMe shapes; one cp1252 file, one with a
-    space in its name, one malformed JSON)."""
+    space in its name, one malformed JSON, one without a target region)."""
     d = os.path.join(root, split)
     shape = lambda label, pts: {"label": label, "labels": [label], "shape_type": "polygon",
                                 "image_name": "x.jpg", "points": pts, "group_id": None, "group_ids": [None], "flags": {}}
@@ -143,6 +143,12 @@ def make_reasonseg(root, split="val"):
     write_image(os.path.join(d, "c.jpg"), 40, 40)
     with open(os.path.join(d, "c.json"), "w") as f:
         f.write('{"text": ["broken", "shapes": [}')
+    # d: no target region (only an ignore shape and a flag): a non-object sample, kept (LISA)
+    write_image(os.path.join(d, "d.jpg"), 40, 40)
+    ann_d = {"text": ["the unicorn"], "is_sentence": False, "shapes": [
+        shape("ignore", [[5, 5], [20, 5], [20, 20], [5, 20]]), shape("flag", [[0, 0], [39, 0], [39, 39], [0, 39]])]}
+    with open(os.path.join(d, "d.json"), "w") as f:
+        json.dump(ann_d, f)
     return root
 
 
@@ -179,9 +185,10 @@ def make_omniact(root):
     return root
 
 
-def make_realiad(root, category="audiojack"):
+def make_realiad(root, category="audiojack", nested=False):
     """realiad_jsons/<cat>.json + realiad_1024/<cat>/{OK,NG}/... with one normal sample, one NG
-    sample with a two-blob mask and one NG view without a mask."""
+    sample with a two-blob mask and one NG view without a mask. ``nested``: the JSONs in
+    realiad_jsons/realiad_jsons/, where the official realiad_jsons.zip unzips them."""
     base = os.path.join(root, "realiad_1024", category)
     ok = "OK/S0001/audiojack_0001_OK_C1_1.jpg"
     ng = "NG/AK/S0002/audiojack_0002_NG_C1_2.jpg"
@@ -198,7 +205,7 @@ def make_realiad(root, category="audiojack"):
         {"category": category, "anomaly_class": "AK", "image_path": ng, "mask_path": ng_mask},
         {"category": category, "anomaly_class": "AK", "image_path": ng2, "mask_path": None},
     ]}
-    d = os.path.join(root, "realiad_jsons")
+    d = os.path.join(root, "realiad_jsons", *(["realiad_jsons"] if nested else []))
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, f"{category}.json"), "w") as f:
         json.dump(meta, f)

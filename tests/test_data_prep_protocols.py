@@ -241,3 +241,40 @@ def test_mathvista_missing_image_names_the_official_path(tmp_path, capsys):
     out = tmp_path / "mv.parquet"
     assert mathvista.main(["--root", str(root), "--out", str(out), "--quiet", "--strict"]) == 1
     assert f"missing image file: {os.path.join(root, 'data', 'images', '5.jpg')} (record pid 5" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 3: ReasonSeg samples without a target region are non-object rows (every sample kept);
+# covered with exact rows in test_data_prep_sources.test_reasonseg. Item 5: Real-IAD's nested
+# realiad_jsons/realiad_jsons/ layout (what the official archive unzips to)
+# ---------------------------------------------------------------------------------------------
+def test_reasonseg_val_keeps_every_readable_sample(tmp_path):
+    from data_prep import reasonseg
+
+    F.make_reasonseg(tmp_path / "rs")
+    out = tmp_path / "rs.parquet"
+    assert reasonseg.main(["--root", str(tmp_path / "rs"), "--split", "val", "--out", str(out), "--quiet"]) == 0
+    rs = pq.read_table(out).to_pylist()
+    # 4 samples, one malformed JSON: the other 3 are all rows, the target-less one a non-object row
+    assert [(r["extra_info"]["id"], r["extra_info"]["non_object"], r["reward_model"]["ground_truth"] == "[]")
+            for r in rs] == [("a", False, False), ("b 12", False, False), ("d", True, True)]
+
+
+@pytest.mark.parametrize("category", ["audiojack", "all"])
+def test_realiad_nested_json_layout(tmp_path, category):
+    flat, nested = tmp_path / "flat.parquet", tmp_path / "nested.parquet"
+    F.make_realiad(tmp_path / "a")
+    F.make_realiad(tmp_path / "b", nested=True)
+    assert os.listdir(tmp_path / "b" / "realiad_jsons") == ["realiad_jsons"]
+    for root, out in ((tmp_path / "a", flat), (tmp_path / "b", nested)):
+        assert realiad.main(["--root", str(root), "--category", category, "--out", str(out), "--quiet"]) == 0
+    a, b = pq.read_table(flat).to_pylist(), pq.read_table(nested).to_pylist()
+    assert len(b) == 3 and [r["reward_model"] for r in a] == [r["reward_model"] for r in b]
+
+
+def test_realiad_missing_json_dir_names_both_places(tmp_path, capsys):
+    (tmp_path / "iad").mkdir()
+    assert realiad.main(["--root", str(tmp_path / "iad"), "--category", "all", "--out", str(tmp_path / "o.parquet")]) == 1
+    err = capsys.readouterr().err
+    assert f"missing Real-IAD json directory: {tmp_path / 'iad' / 'realiad_jsons'}" in err
+    assert str(tmp_path / "iad" / "realiad_jsons" / "realiad_jsons") in err

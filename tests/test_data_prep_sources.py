@@ -122,10 +122,11 @@ def test_reasonseg(tmp_path, capsys):
     # flag shape dropped; two target components, reading order
     assert lab["a"] == [obj([210, 105, 410, 305], [305, 200]), obj([630, 630, 725, 725], [672, 672])]
     assert lab["b 12"] == [obj([0, 0, 189, 189], [84, 84])]  # cp1252 JSON, space in the name
-    assert [r["extra_info"]["question"] for r in rows(out)] == ["the thing to steer", "café sign"]
+    assert lab["d"] == [] and rows(out)[2]["extra_info"]["non_object"] is True  # empty target: kept, non-object
+    assert [r["extra_info"]["question"] for r in rows(out)] == ["the thing to steer", "café sign", "the unicorn"]
     assert "malformed JSON in" in capsys.readouterr().out
     assert reasonseg.main(["--root", str(tmp_path / "ReasonSeg"), "--split", "val", "--all-texts", "--out", str(out), "--quiet"]) == 0
-    assert [r["extra_info"]["id"] for r in rows(out)] == ["a_0", "a_1", "b 12"]
+    assert [r["extra_info"]["id"] for r in rows(out)] == ["a_0", "a_1", "b 12", "d"]
 
 
 def test_omniact(tmp_path, capsys):
