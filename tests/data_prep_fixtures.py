@@ -459,3 +459,17 @@ def make_refcoco_real(root, dataset="refcoco", split_by="unc", refs=None):
     with open(os.path.join(d, "instances.json"), "w") as f:
         json.dump(coco_instances([img], [REFCOCO_ANN_3007]), f)
     return os.path.join(d, "instances.json")
+
+
+def make_geo3k_card_parquet(path):
+    """A parquet with exactly the columns of the public hiyouga/geometry3k card (images, problem,
+    answer), one row built the way its conversion script builds rows (problem = "<image>" +
+    the problem text, answer = the text of the correct choice, no choices column), from a real
+    Geometry3K problem as MathVista testmini records it (pid 5, source Geometry3K: "Find
+    $m\\angle H$", answer "97", a 322x245 diagram; placeholder image of that size)."""
+    r = MATHVISTA_RECORDS["5"]
+    rows = [{"images": [{"bytes": image_bytes(r["metadata"]["img_width"], r["metadata"]["img_height"]), "path": None}],
+             "problem": "<image>" + r["question"], "answer": r["answer"]}]
+    schema = pa.schema([("images", pa.list_(_image_struct())), ("problem", pa.string()), ("answer", pa.string())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path

@@ -278,3 +278,17 @@ def test_realiad_missing_json_dir_names_both_places(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"missing Real-IAD json directory: {tmp_path / 'iad' / 'realiad_jsons'}" in err
     assert str(tmp_path / "iad" / "realiad_jsons" / "realiad_jsons") in err
+
+
+def test_geo3k_public_card_schema(tmp_path):
+    """hiyouga/geometry3k has only images/problem/answer: the label is the answer text."""
+    from data_prep import geo3k
+
+    out = tmp_path / "g.parquet"
+    assert geo3k.main(["--hf-parquet", str(F.make_geo3k_card_parquet(tmp_path / "card.parquet")), "--split", "test",
+                       "--out", str(out), "--quiet"]) == 0
+    (r,) = pq.read_table(out).to_pylist()
+    assert r["reward_model"]["ground_truth"] == "97" and r["extra_info"]["choices"] is None
+    assert r["extra_info"]["question"] == "Find $m\\angle H$" and r["extra_info"]["id"] == "0"
+    assert (r["extra_info"]["width"], r["extra_info"]["height"]) == (322, 245)
+    assert r["prompt"][0]["content"] == build_prompt("math", "Find $m\\angle H$")
