@@ -16,7 +16,8 @@ The label is ``[{"bbox_2d": element box, "point_2d": element centre}]`` (exactly
 from __future__ import annotations
 
 from verl_ext.rewards.common import thinking_reward
-from verl_ext.rewards.parsing import non_repeat, parse_label, parse_objects, parse_response
+from verl_ext.rewards.labels import parse_task_label
+from verl_ext.rewards.parsing import non_repeat, parse_objects, parse_response
 
 __all__ = ["MAX_SCORE", "compute_score"]
 
@@ -44,9 +45,7 @@ def compute_score(
         dict with ``score`` and ``thinking_format``, ``answer_format``, ``accuracy``,
         ``non_repeat`` (floats), ``invalid_reason`` (str).
     """
-    gt = parse_label(ground_truth)
-    if len(gt) != 1:
-        raise ValueError(f"a gui label has exactly one element, got {len(gt)}")
+    gt = parse_task_label(ground_truth, "gui")  # the label as the GT renderer reads it too
     resp = parse_response(solution_str)
     pred = parse_objects(resp.answer)
     thinking = thinking_reward(resp.think_format, is_gt=is_gt, gt_thinking_reward=gt_thinking_reward)

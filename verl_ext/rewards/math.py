@@ -47,6 +47,7 @@ from pathlib import Path
 
 from verl_ext.rewards._math_worker import math_verify_equal as _math_verify_equal
 from verl_ext.rewards.common import thinking_reward
+from verl_ext.rewards.labels import answer_label
 from verl_ext.rewards.parsing import ParsedResponse, extract_boxed, non_repeat, parse_response
 
 __all__ = [
@@ -325,7 +326,7 @@ def compute_score(
     pred = extract_math_answer(resp)
     if not pred:
         return _result(thinking, False, 0.0, rep, "no_answer")
-    gold = str(ground_truth)
+    gold = answer_label(ground_truth)  # the label as the GT renderer reads it too
     decision, target = _decide_without_math_verify(pred, gold, _choices_list(choices))
     reason = ""
     if decision is None:
@@ -366,7 +367,7 @@ def compute_score_batch(
         if not pred:
             rows.append([thinking, False, False, rep, "no_answer"])
             continue
-        decision, target = _decide_without_math_verify(pred, str(ground_truths[k]), _choices_list(choices[k]))
+        decision, target = _decide_without_math_verify(pred, answer_label(ground_truths[k]), _choices_list(choices[k]))
         rows.append([thinking, True, decision, rep, ""])
         if decision is None:
             pending.append((k, target, pred))

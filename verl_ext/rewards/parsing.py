@@ -343,20 +343,25 @@ def _parse_label_str(label: str) -> ParsedObjects:
     return parsed
 
 
-def parse_label(ground_truth: str | list) -> ParsedObjects:
+def parse_label(ground_truth: str | list | dict) -> ParsedObjects:
     """Parse a grounding/anomaly/lesion/gui label (``reward_model.ground_truth``).
 
-    Accepts the JSON string data_prep writes, or an already-decoded list. Raises ValueError for a
-    malformed label (a data bug, not a model error). ``"[]"`` is the non-object label.
+    Accepts the JSON string data_prep writes, an already-decoded list (or tuple / numpy array) of
+    objects, or one object as a dict (a struct column); numpy values inside are read as numbers.
+    Raises ValueError for a malformed label (a data bug, not a model error). ``"[]"`` is the
+    non-object label. The GT renderer (``align_gt``) reads labels through this function too.
     """
     if isinstance(ground_truth, str):
         return _parse_label_str(ground_truth)
+    if isinstance(ground_truth, dict):
+        ground_truth = [ground_truth]
     if isinstance(ground_truth, (list, tuple)) or (
         hasattr(ground_truth, "tolist") and not isinstance(ground_truth, (bytes, dict))
     ):
         items = ground_truth.tolist() if hasattr(ground_truth, "tolist") else list(ground_truth)
         return _parse_label_str(json.dumps(items, default=_json_default))
-    raise ValueError(f"label must be a JSON string or a list, got {type(ground_truth).__name__}")
+    raise ValueError(f"label must be a JSON string, a list of objects or one object (dict), "
+                     f"got {type(ground_truth).__name__}")
 
 
 def _json_default(o: object) -> object:
