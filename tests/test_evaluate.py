@@ -1,5 +1,7 @@
 """recipe.visurf.evaluate: score-only end to end (hand-computed metrics), compare, generate mode
-with the tiny model on synthetic parquet (resumable), and loading a verl FSDP checkpoint."""
+with the tiny model on synthetic parquet (resumable, several datasets, prompt styles, the
+programmatic API), and loading a verl FSDP checkpoint. Rule-by-rule parity with the public
+scripts: tests/test_eval_parity.py."""
 
 import importlib.util
 import json
@@ -9,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recipe.visurf import eval_backends as B
+from recipe.visurf import eval_scoring as S
 from recipe.visurf import evaluate as E
 
 
@@ -30,20 +34,22 @@ def _line(id_, ds, gt, response, **extra):
 # parsing adapter
 # --------------------------------------------------------------------------------------------
 def test_parse_response_adapter():
-    p = E.parse_response(_resp([_obj([0, 0, 10, 10])], think="two words"), "grounding")
-    assert p.format_valid and p.answer_valid and not p.empty and p.think == "two words"
+    p = S.parse_response(_resp([_obj([0, 0, 10, 10])], think="two words"), "grounding")
+    assert p.format_valid and p.answer_valid and not p.objects.is_empty_list and p.think == "two words"
     assert p.boxes.tolist() == [[0, 0, 10, 10]]
-    p = E.parse_response(_resp([]), "grounding")
-    assert p.format_valid and p.empty and len(p.boxes) == 0
-    p = E.parse_response("no tags at all", "grounding")
-    assert not p.format_valid and not p.answer_valid and not p.empty
-    p = E.parse_response(_resp([{"bbox_2d": [0, 0, 10, 10]}]), "grounding")  # point missing
-    assert p.answer_valid and not p.format_valid and len(p.boxes) == 1
-    p = E.parse_response(_resp([{"point_2d": [3, 4]}]), "gui")
-    assert p.format_valid and p.points.tolist() == [[3, 4]]
-    p = E.parse_response(_resp("\\boxed{42}"), "math")
+    p = S.parse_response(_resp([]), "grounding")
+    assert p.format_valid and p.objects.is_empty_list and len(p.boxes) == 0
+    p = S.parse_response("no tags at all", "grounding")
+    assert not p.format_valid and not p.answer_valid and not p.objects.is_empty_list
+    p = S.parse_response(_resp([{"bbox_2d": [0, 0, 10, 10]}]), "grounding")  # point missing
+    assert p.answer_valid and not p.format_valid and len(p.boxes) == 1 and len(p.objects.points) == 0
+    p = S.parse_response(_resp([{"point_2d": [3, 4]}]), "gui")
+    assert p.format_valid and p.points.tolist() == [[3, 4]] and len(p.boxes) == 0
+    p = S.parse_response(_resp("\\boxed{42}"), "math")
     assert p.format_valid and p.answer == "42"
-    assert not E.parse_response("<think></think><answer> </answer>", "math").answer_valid
+    assert not S.parse_response("<think></think><answer> </answer>", "math").answer_valid
+    # the public math protocol reads \boxed{} from the whole response, not <answer>
+    assert S.parse_response("<think>x</think> so \\boxed{7}", "math", "visionreasoner").answer == "7"
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +105,10 @@ def _check_outputs(out):
         with Image.open(out / png) as im:
             assert im.format == "PNG" and im.size[0] > 100
     metrics = json.loads((out / E.METRICS).read_text())
+    assert set(metrics[E.PROTOCOL_KEY]) == {"options", "rules"}
     for ds, m in metrics.items():
+        if ds == E.PROTOCOL_KEY:
+            continue
         for k in E.M.FRACTION_KEYS:
             if m.get(k) is not None:
                 assert 0.0 <= m[k] <= 1.0, (ds, k)
@@ -117,9 +126,9 @@ def test_score_only_end_to_end(predictions, tmp_path, capsys):
     assert m["refcocog"]["BboxAcc"] == approx(0.5) and "N-Acc" not in m["refcocog"]
     assert m["refcocog"]["iou_on"] == "boxes"
 
-    g = m["grefcoco"]
-    assert g["gIoU"] == approx(2 / 3) and g["cIoU"] == approx(1.0)
-    assert g["N-Acc"] == approx(0.5) and g["BboxAcc"] == approx(2 / 3) and g["format"] == approx(2 / 3)
+    g = m["grefcoco"]  # public rule: the unparseable answer n2 on a non-object sample says "no target"
+    assert g["gIoU"] == approx(1.0) and g["cIoU"] == approx(1.0) and g["T-Acc"] == 1.0
+    assert g["N-Acc"] == approx(1.0) and g["BboxAcc"] == approx(1.0) and g["format"] == approx(2 / 3)
 
     s = m["reasonseg"]
     assert s["iou_on"] == "masks"
@@ -133,13 +142,32 @@ def test_score_only_end_to_end(predictions, tmp_path, capsys):
 
     o = m["overall"]
     assert o["n"] == 15 and o["Acc"] == approx(5 / 8) and o["AUC"] == approx(0.75)
-    assert o["N-Acc"] == approx(2 / 3)  # n1, a1 right; n2 wrong
+    assert o["N-Acc"] == approx(1.0)  # n1, n2 (public rule), a1
 
     report = (out / E.REPORT).read_text()
+    assert "non-object rule `public`, BboxAcc `public`, math `mathverify`" in report
+    assert "calculate_iou_with_bbox_nonobj.py" in report and "compute_bbox_iou" in report
+    assert m[E.PROTOCOL_KEY]["options"]["non_object"] == "public"
     assert "| refcocog | grounding | 2 | 65.0 | 65.0 |" in report
     assert "`reasonseg`: masks" in report and "`refcocog`: boxes" in report
     assert len((out / E.PREDICTIONS).read_text().splitlines()) == 15
     assert "overall" in capsys.readouterr().out
+
+
+def test_score_only_strict_non_object_rule(predictions, tmp_path):
+    """--non-object-rule strict: the unparseable answer n2 is wrong everywhere, and the report says so."""
+    out = tmp_path / "strict"
+    assert E.main(["--predictions", str(predictions), "--out", str(out), "--non-object-rule", "strict",
+                   "--bbox-acc-strict", "--math-protocol", "mathvista"]) == 0
+    m = _check_outputs(out)
+    g = m["grefcoco"]
+    assert g["gIoU"] == pytest.approx(2 / 3) and g["N-Acc"] == pytest.approx(0.5) and g["BboxAcc"] == pytest.approx(2 / 3)
+    assert m["overall"]["N-Acc"] == pytest.approx(2 / 3)
+    # mathvista: "15" is the text of option B; "0.5" vs "\\frac{1}{2}" is not an exact string match
+    assert m["mathvista"]["Acc"] == 1.0 and m["geo3k"]["Acc"] == 0.0
+    report = (out / E.REPORT).read_text()
+    assert "non-object rule `strict`, BboxAcc `strict`, math `mathvista`" in report
+    assert "calculate_score.py" in report
 
 
 def test_score_only_one_class_auc_and_bad_input(tmp_path):
@@ -172,17 +200,17 @@ def test_segmenter_hook(predictions):
 
     records = E.read_predictions(predictions)
     s1 = next(r for r in records if r["id"] == "s1")
-    metrics, _ = E.score_all([{**s1, "image": "img.png"}], segmenter=HalfSegmenter(), base_dir=predictions.parent)
+    metrics, _ = S.score_all([{**s1, "image": "img.png"}], segmenter=HalfSegmenter(), base_dir=predictions.parent)
     assert HalfSegmenter.calls == 1
     assert metrics["reasonseg"]["iou_on"] == "masks (fake)" and metrics["reasonseg"]["gIoU"] == 1.0
-    metrics, _ = E.score_all([s1], segmenter=HalfSegmenter(), base_dir=predictions.parent)  # no image
+    metrics, _ = S.score_all([s1], segmenter=HalfSegmenter(), base_dir=predictions.parent)  # no image
     assert metrics["reasonseg"]["iou_on"] == "masks" and metrics["reasonseg"]["gIoU"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unknown segmenter"):
-        E.make_segmenter("sam3", None)
-    assert E.make_segmenter("none", None) is None
+        S.make_segmenter("sam3", None)
+    assert S.make_segmenter("none", None) is None
     if importlib.util.find_spec("sam2") is None:  # import-guarded: a clear message, not a crash at import
         with pytest.raises(ImportError, match="optional `sam2` package"):
-            E.make_segmenter("sam2", None)
+            S.make_segmenter("sam2", None)
 
 
 def test_compare(predictions, tmp_path, capsys):
@@ -238,8 +266,8 @@ def test_generate_mode_and_resume(tiny, parquets, tmp_path, monkeypatch):
     lines = (out / E.PREDICTIONS).read_text().splitlines()
     (out / E.PREDICTIONS).write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
     generated = []
-    real = E.HFGenerator.generate
-    monkeypatch.setattr(E.HFGenerator, "generate", lambda self, rows: generated.extend(r["id"] for r in rows)
+    real = B.HFGenerator.generate
+    monkeypatch.setattr(B.HFGenerator, "generate", lambda self, rows: generated.extend(r["id"] for r in rows)
                         or real(self, rows))
     assert E.main(args) == 0
     again = [json.loads(x) for x in (out / E.PREDICTIONS).read_text().splitlines()]
@@ -248,7 +276,7 @@ def test_generate_mode_and_resume(tiny, parquets, tmp_path, monkeypatch):
     assert sorted(p["id"] for p in again) == sorted(p["id"] for p in preds)
 
     # nothing left to do: the model is not even loaded
-    monkeypatch.setattr(E, "resolve_model_dir", lambda *a: pytest.fail("model loaded with nothing to generate"))
+    monkeypatch.setattr(B, "resolve_model_dir", lambda *a: pytest.fail("model loaded with nothing to generate"))
     assert E.main(args) == 0
 
 
@@ -265,17 +293,73 @@ def test_verl_fsdp_checkpoint_is_merged_and_loaded(tiny, parquets, tmp_path):
     (tmp_path / "ckpts" / "latest_checkpointed_iteration.txt").write_text("3")
 
     out = tmp_path / "eval"
-    merged = E.resolve_model_dir(str(tmp_path / "ckpts"), out)
+    merged = B.resolve_model_dir(str(tmp_path / "ckpts"), out)
     assert merged == out / "merged_model" and (merged / "config.json").is_file()
     reloaded = AutoModelForImageTextToText.from_pretrained(merged, dtype=torch.float32)
     ref, got = model.state_dict(), reloaded.state_dict()
     for k in list(ref)[:5]:
         torch.testing.assert_close(got[k], ref[k], atol=1e-2, rtol=1e-2)  # merged in bf16
-    assert E.resolve_model_dir(str(actor.parent), out) == merged  # cached, also from global_step_N
-    assert E.resolve_model_dir(str(tiny), out) == tiny  # an HF directory as is
+    assert B.resolve_model_dir(str(actor.parent), out) == merged  # cached, also from global_step_N
+    assert B.resolve_model_dir(str(tiny), out) == tiny  # an HF directory as is
     with pytest.raises(ValueError, match="neither an HF model directory"):
-        E.resolve_model_dir(str(tmp_path), out)
+        B.resolve_model_dir(str(tmp_path), out)
 
     assert E.main(["--model", str(actor), "--data", parquets[0], "--out", str(out), "--limit", "1",
                    "--max-new-tokens", "4"]) == 0
     assert json.loads((out / E.METRICS).read_text())["overall"]["n"] == 1
+
+
+def _as_source(src: str, dst, data_source: str) -> str:
+    """A copy of the parquet ``src`` with every row's data_source set to ``data_source`` (ids kept)."""
+    import pandas as pd
+
+    df = pd.read_parquet(src)
+    df["data_source"] = data_source
+    df.to_parquet(dst)
+    return str(dst)
+
+
+def test_generate_several_datasets_sharing_ids(tiny, parquets, tmp_path):
+    """Issue 14 item 13: RefCOCO and RefCOCO+ share ref/sentence ids; ids are unique per (data_source, id)."""
+    a = _as_source(parquets[0], tmp_path / "refcoco_val.parquet", "refcoco")
+    b = _as_source(parquets[0], tmp_path / "refcoco+_val.parquet", "refcoco+")
+    out = tmp_path / "eval"
+    assert E.main(["--model", str(tiny), "--data", a, b, "--out", str(out), "--max-new-tokens", "4"]) == 0
+    m = json.loads((out / E.METRICS).read_text())
+    assert m["refcoco"]["n"] == 3 and m["refcoco+"]["n"] == 3 and m["overall"]["n"] == 6
+    preds = E.read_predictions(out / E.PREDICTIONS)
+    assert sorted(B.sample_key(p) for p in preds) == sorted([("refcoco", p["id"]) for p in preds[:3]]
+                                                           + [("refcoco+", p["id"]) for p in preds[:3]])
+    assert E.main(["--model", str(tiny), "--data", a, b, "--out", str(out), "--max-new-tokens", "4"]) == 0  # resume
+    assert len(E.read_predictions(out / E.PREDICTIONS)) == 6
+    # the same file twice is a real duplicate: named, with both places
+    with pytest.raises(ValueError, match=r"duplicate sample \(data_source='refcoco'.*refcoco_val.parquet row 0"):
+        E.main(["--model", str(tiny), "--data", a, a, "--out", str(tmp_path / "dup")])
+
+
+def test_generate_prompt_style_and_programmatic_api(tiny, parquets, tmp_path, monkeypatch):
+    from verl_ext.constants import build_prompt
+
+    prompts = []
+    real = B.HFGenerator.generate
+    monkeypatch.setattr(B.HFGenerator, "generate", lambda self, rows: prompts.extend(
+        (r["data_source"], r["extra_info"]["question"], r["prompt"][0]["content"]) for r in rows) or real(self, rows))
+    out = tmp_path / "vr"
+    report = E.evaluate(parquets, str(tiny), out, max_new_tokens=4, prompt_style="visionreasoner",
+                        protocol=E.EvalProtocol(math="visionreasoner"),
+                        group_by=lambda rec: rec["data_source"].split("_")[1])
+    assert len(prompts) == 5
+    for ds, question, content in prompts:
+        task = "math" if ds == "synthetic_math" else "grounding"
+        assert content == build_prompt(task, question, "visionreasoner")
+    assert report["n"] == 5 and report["metrics"]["overall"]["n"] == 5
+    assert set(report["groups"]) == {"grounding", "math"} and report["groups"]["math"]["n"] == 2
+    assert report["protocol"]["options"]["prompt_style"] == "visionreasoner"
+    assert report["protocol"]["options"]["math"] == "visionreasoner"
+    assert "calculate_math_acc.py" in report["protocol"]["rules"]["math"]
+    assert json.loads((out / "groups.json").read_text())["grounding"]["n"] == 3
+    assert all(p["prompt_style"] == "visionreasoner" for p in E.read_predictions(out / E.PREDICTIONS))
+    with pytest.raises(ValueError, match="prompt style"):  # resuming under another style would mix prompts
+        E.evaluate(parquets, str(tiny), out, max_new_tokens=4)
+    with pytest.raises(ValueError, match="needs either model"):
+        E.evaluate(parquets, None, out)

@@ -1,0 +1,358 @@
+"""Score prediction records with the public protocols and aggregate them per data_source.
+
+One record = ``{id, data_source, ground_truth, response}`` (+ optional ``gt_mask``, ``choices``,
+``image``, ``n_tokens``, MathVista ``question_type`` / ``answer_type`` / ``precision``). The task
+comes from ``data_source`` (``verl_ext.constants.DATA_SOURCE_TASK``); the rules from
+``verl_ext.eval_protocols`` (one module per public script) under an ``EvalProtocol``; responses
+are read once with the project's parser ``verl_ext.rewards.parsing``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from verl_ext import metrics as M
+from verl_ext.constants import FRAME, task_of
+from verl_ext.eval_protocols import EvalProtocol
+from verl_ext.eval_protocols import anomaly as anomaly_protocol
+from verl_ext.eval_protocols import grounding as grounding_protocol
+from verl_ext.eval_protocols import gui as gui_protocol
+from verl_ext.eval_protocols import math as math_protocol
+from verl_ext.eval_protocols.answers import ObjectAnswer, read_objects, says_no_target
+
+logger = logging.getLogger("visurf.evaluate")
+
+BOX_TASKS = ("grounding", "anomaly", "lesion")  # tasks scored with gIoU / cIoU / BboxAcc
+
+
+# ============================================================================================
+# Response parsing: one adapter over verl_ext.rewards.parsing (the project's single parser)
+# ============================================================================================
+@dataclass
+class Parsed:
+    """What the metrics need from one response."""
+
+    format_valid: bool  # thinking format matched and the answer is well-formed for the task
+    answer_valid: bool  # there is an <answer> that parses for the task (JSON list / non-empty text)
+    think: str  # text inside <think>…</think>, "" when absent
+    answer: str | None  # object tasks: the <answer> text; math: the answer the math protocol read
+    objects: ObjectAnswer = field(default_factory=ObjectAnswer)  # boxes / points as the public reader sees them
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return self.objects.boxes
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.objects.points if len(self.objects.points) else self.objects.loose_points
+
+
+def parse_response(response: str, task: str, math: str = "mathverify") -> Parsed:
+    """Read a response through ``verl_ext.rewards.parsing``.
+
+    ``format_valid``: the thinking format holds and the answer is well formed for the task (box
+    tasks: every object carries a valid ``bbox_2d`` and ``point_2d``, ``[]`` is well formed; gui:
+    at least one object, a valid ``point_2d`` in each; math: a non-empty answer under the math
+    protocol ``math``). Boxes / points: ``eval_protocols.answers.read_objects``.
+    """
+    from verl_ext.rewards import parsing
+
+    r = parsing.parse_response(response)
+    think = _think_text(r.text)
+    if task == "math":
+        answer = math_protocol.extract_answer(r.text, math)
+        ok = bool(answer and answer.strip())
+        return Parsed(format_valid=r.think_format and ok, answer_valid=ok, think=think, answer=answer)
+    objs = parsing.parse_objects(r.answer)
+    if task == "gui":
+        well_formed = objs.valid and len(objs) > 0 and bool(objs.point_valid.all())
+    else:
+        well_formed = objs.valid and not objs.reasons
+    return Parsed(format_valid=r.think_format and well_formed, answer_valid=objs.valid, think=think,
+                  answer=r.answer, objects=read_objects(objs))
+
+
+def _think_text(text: str) -> str:
+    start = text.find("<think>")
+    end = text.find("</think>", start + 1) if start >= 0 else -1
+    return text[start + len("<think>"):end].strip() if end >= 0 else ""
+
+
+# ============================================================================================
+# GT masks and the optional segmenter
+# ============================================================================================
+def load_mask(spec: Any, base_dir: Path | None = None) -> np.ndarray:
+    """A boolean GT mask from a PNG path (nonzero = object), a COCO RLE dict, or a 2-D list."""
+    if isinstance(spec, str | os.PathLike):
+        from PIL import Image
+
+        path = Path(spec)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L")) > 0
+    if isinstance(spec, dict) and "counts" in spec:
+        from pycocotools import mask as mask_utils
+
+        rle = dict(spec)
+        if isinstance(rle["counts"], list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(rle, *rle["size"])
+        elif isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode()
+        return mask_utils.decode(rle).astype(bool)
+    arr = np.asarray(spec, dtype=bool)
+    if arr.ndim != 2:
+        raise ValueError(f"gt_mask must be a PNG path, a COCO RLE or a 2-D list, got shape {arr.shape}")
+    return arr
+
+
+class Segmenter(Protocol):
+    """Turns predicted boxes/points (FRAME frame) into a mask of ``shape`` (H, W) for ``image``."""
+
+    name: str
+
+    def __call__(self, image, boxes: Sequence, points: Sequence, shape: tuple[int, int]) -> np.ndarray: ...
+
+
+class Sam2Segmenter:
+    """SAM2 prompted with each predicted box (+ its point), masks OR-ed, as in VisionReasoner
+    (``visurf_model.py`` ``generate_masks``; the public code drops every mask when the answer has
+    boxes but no points, here such boxes are prompted without a point).
+
+    Optional: needs the ``sam2`` package (``pip install 'git+https://github.com/facebookresearch/sam2'``)
+    and, offline, a locally cached checkpoint. Used only for samples that have a GT mask and an
+    image; ``report.md`` says so.
+    """
+
+    name = "sam2"
+
+    def __init__(self, model_id: str = "facebook/sam2-hiera-large", device: str | None = None):
+        try:
+            import torch
+            from sam2.sam2_image_predictor import SAM2ImagePredictor
+        except ImportError as e:
+            raise ImportError(
+                "--segmenter sam2 needs the optional `sam2` package: "
+                "pip install 'git+https://github.com/facebookresearch/sam2' (GPU recommended)"
+            ) from e
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.predictor = SAM2ImagePredictor.from_pretrained(model_id, device=device)
+
+    def __call__(self, image, boxes, points, shape):
+        h, w = shape
+        out = np.zeros((h, w), dtype=bool)
+        boxes = M.as_boxes(boxes)
+        if len(boxes) == 0:
+            return out
+        self.predictor.set_image(np.asarray(image.convert("RGB").resize((w, h))))
+        scale = np.array([w, h, w, h], dtype=np.float64) / FRAME
+        pts = list(points) if len(points) == len(boxes) else [None] * len(boxes)
+        for box, pt in zip(boxes, pts):
+            kwargs = {"box": box * scale, "multimask_output": True}
+            if pt is not None:
+                kwargs.update(point_coords=[[pt[0] * w / FRAME, pt[1] * h / FRAME]], point_labels=[1])
+            masks, scores, _ = self.predictor.predict(**kwargs)
+            out |= np.asarray(masks[int(np.argmax(scores))], dtype=bool)
+        return out
+
+
+def make_segmenter(name: str | None, model_id: str | None) -> Segmenter | None:
+    if not name or name == "none":
+        return None
+    if name == "sam2":
+        return Sam2Segmenter(model_id or "facebook/sam2-hiera-large")
+    raise ValueError(f"unknown segmenter {name!r}; known: none, sam2")
+
+
+def open_image(spec, base_dir: Path | None = None):
+    """A PIL RGB image from ``{bytes}`` (parquet) or a path (relative to ``base_dir``)."""
+    from PIL import Image
+
+    if isinstance(spec, dict) and "bytes" in spec:
+        return Image.open(io.BytesIO(spec["bytes"])).convert("RGB")
+    path = Path(spec)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return Image.open(path).convert("RGB")
+
+
+# ============================================================================================
+# Scoring
+# ============================================================================================
+@dataclass
+class Scored:
+    """One scored prediction (kept for the report and the sample grid)."""
+
+    record: dict
+    task: str
+    parsed: Parsed
+    gt_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    gt_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    correct: bool | None = None  # BboxAcc hit / GUI hit / anomaly decision / math answer
+    iou: float | None = None  # per-sample IoU (box tasks)
+    iou_on: str = "boxes"  # "boxes", "masks", "masks (<segmenter>)"
+    sample: grounding_protocol.GroundingSample | None = None  # box tasks: inputs of gIoU / cIoU / N-Acc / BboxAcc
+    anomaly_label: int | None = None  # anomaly: 1 = the label has boxes
+    anomaly_score: int | None = None  # anomaly: the binary "anomalous" score (eval_protocols.anomaly)
+
+
+class _Group:
+    """Accumulates the per-data_source (or overall) inputs of the metric functions."""
+
+    def __init__(self):
+        self.n = 0
+        self.tasks: set[str] = set()
+        self.grounding: list[grounding_protocol.GroundingSample] = []
+        self.acc: list[bool] = []
+        self.anomaly_labels: list[int] = []
+        self.anomaly_scores: list[int] = []
+        self.text = M.TextStats()
+        self.iou_on: defaultdict[str, int] = defaultdict(int)
+
+    def add(self, s: Scored) -> None:
+        self.n += 1
+        self.tasks.add(s.task)
+        self.text.add(s.parsed.format_valid, str(s.record.get("response") or ""), s.parsed.think,
+                      s.record.get("n_tokens"))
+        if s.task in BOX_TASKS:
+            self.grounding.append(s.sample)
+            self.iou_on[s.iou_on] += 1
+        if s.task == "anomaly":
+            self.anomaly_labels.append(s.anomaly_label)
+            self.anomaly_scores.append(s.anomaly_score)
+        if s.task in ("gui", "math", "anomaly"):
+            self.acc.append(bool(s.correct))
+
+    def metrics(self) -> dict:
+        out: dict[str, Any] = {"n": self.n}
+        if len(self.tasks) == 1:
+            out["task"] = next(iter(self.tasks))
+        grounding = grounding_protocol.grounding_metrics(self.grounding)
+        anomaly = anomaly_protocol.anomaly_metrics(self.anomaly_labels, self.anomaly_scores)
+        notes = grounding.pop("notes", []) + anomaly.pop("notes", [])
+        out.update(grounding)
+        if self.acc:
+            out["Acc"] = M.accuracy(self.acc)
+        if anomaly:
+            out["AUC"] = anomaly["AUC"]  # Acc above is the same decision (anomaly-only sets: equal)
+        out.update(self.text.metrics())
+        if self.grounding:
+            out["iou_on"] = _iou_on_text(self.iou_on)
+        if notes:
+            out["notes"] = notes
+        return out
+
+
+def _iou_on_text(counts: dict[str, int]) -> str:
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "mixed: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _label_error(record: dict, e: Exception) -> ValueError:
+    return ValueError(f"sample {record.get('id')!r} ({record['data_source']}): bad ground_truth "
+                      f"{str(record['ground_truth'])[:200]!r}: {e}")
+
+
+def score_record(record: dict, protocol: EvalProtocol | None = None, *, segmenter: Segmenter | None = None,
+                 image=None, base_dir: Path | None = None) -> Scored:
+    """Score one prediction line (``id, data_source, ground_truth, response`` [+ extras])."""
+    protocol = protocol or EvalProtocol()
+    task = task_of(record["data_source"])
+    parsed = parse_response(str(record.get("response") or ""), task, protocol.math)
+    s = Scored(record=record, task=task, parsed=parsed)
+    if task == "math":
+        extra = {k: record[k] for k in ("question_type", "answer_type", "precision") if record.get(k) is not None}
+        s.correct, _ = math_protocol.score(str(record.get("response") or ""), str(record["ground_truth"]),
+                                           record.get("choices"), protocol.math, extra)
+        return s
+    from verl_ext.rewards.parsing import parse_label
+
+    try:
+        label = parse_label(record["ground_truth"])
+    except ValueError as e:  # a data bug: name the sample and the label
+        raise _label_error(record, e) from None
+    s.gt_boxes, s.gt_points = label.boxes, label.points
+    ans = parsed.objects
+    if task == "gui":
+        s.correct = gui_protocol.gui_hit(ans, s.gt_boxes[0] if len(s.gt_boxes) else None)
+        return s
+    gt_mask = None
+    if record.get("gt_mask") is not None:
+        gt_mask = load_mask(record["gt_mask"], base_dir)
+        s.iou_on = "masks"
+    pred_mask = None
+    if gt_mask is not None and segmenter is not None and image is not None:
+        pred_mask = segmenter(image, ans.boxes, ans.points, gt_mask.shape)
+        s.iou_on = f"masks ({segmenter.name})"
+    inter, union = M.intersection_union(ans.boxes, s.gt_boxes, gt_mask=gt_mask, pred_mask=pred_mask)
+    gt_empty = len(label) == 0 if gt_mask is None else not bool(gt_mask.any())
+    no_target = says_no_target(ans, protocol.non_object)
+    hit_rule = (grounding_protocol.bbox_hit_public if protocol.bbox_acc == "public"
+                else grounding_protocol.bbox_hit_matched)
+    s.sample = grounding_protocol.GroundingSample(
+        intersection=inter, union=union, gt_empty=gt_empty, no_target=no_target, has_target=ans.has_boxes,
+        hit=hit_rule(ans.boxes, [] if gt_empty else s.gt_boxes, no_target),
+    )
+    s.iou = s.sample.iou
+    s.correct = s.sample.hit
+    if task == "anomaly":
+        s.anomaly_label = int(not gt_empty)
+        s.anomaly_score = anomaly_protocol.anomaly_score(ans, not gt_empty, protocol.non_object)
+        s.correct = s.anomaly_score == s.anomaly_label
+    return s
+
+
+def aggregate(scored: Sequence[Scored]) -> dict:
+    """``{data_source: metrics, ..., "overall": metrics}`` (see metrics.json in EVALUATION.md)."""
+    groups: dict[str, _Group] = defaultdict(_Group)
+    overall = _Group()
+    for s in scored:
+        groups[s.record["data_source"]].add(s)
+        overall.add(s)
+    out = {ds: groups[ds].metrics() for ds in sorted(groups)}
+    if scored:
+        out["overall"] = overall.metrics()
+    return out
+
+
+def aggregate_by(scored: Sequence[Scored], key: Callable[[dict], str | None]) -> dict:
+    """``{key(record): metrics}`` over the scored records (records with key None are left out),
+    with the same definitions as ``aggregate``; e.g. per part of a synthetic held-out set."""
+    groups: dict[str, _Group] = defaultdict(_Group)
+    for s in scored:
+        name = key(s.record)
+        if name is not None:
+            groups[str(name)].add(s)
+    return {name: groups[name].metrics() for name in sorted(groups)}
+
+
+def score_all(records: Sequence[dict], protocol: EvalProtocol | None = None, *, segmenter: Segmenter | None = None,
+              images: dict[tuple[str, str], Any] | None = None,
+              base_dir: Path | None = None) -> tuple[dict, list[Scored]]:
+    """Score every record; returns (metrics by data_source + overall, scored records).
+
+    ``images``: ``{(data_source, id): image spec}`` for the segmenter (else the record's ``image``).
+    """
+    from tqdm import tqdm
+
+    from recipe.visurf.eval_backends import sample_key
+
+    images = images or {}
+    scored = []
+    for rec in tqdm(records, desc="scoring", disable=len(records) < 200):
+        image = None
+        if segmenter is not None and rec.get("gt_mask") is not None:  # decoded only where it is used
+            spec = images.get(sample_key(rec)) or rec.get("image")
+            image = open_image(spec, base_dir) if spec is not None else None
+        scored.append(score_record(rec, protocol, segmenter=segmenter, image=image, base_dir=base_dir))
+    return aggregate(scored), scored
