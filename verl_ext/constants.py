@@ -28,8 +28,9 @@ from dataclasses import dataclass
 # --------------------------------------------------------------------------------------------
 FRAME = 840  # images are resized to FRAME x FRAME; every coordinate lives in this frame
 # Boxes are inclusive pixel boxes: [x1, y1, x2, y2] covers pixels x1..x2 and y1..y2 of the frame
-# (area (x2 - x1 + 1) * (y2 - y1 + 1); data_prep writes 0..FRAME-1). Reward IoU, evaluation IoU and
-# box rasterisation all use this one convention.
+# (area (x2 - x1 + 1) * (y2 - y1 + 1); data_prep writes 0..FRAME-1). The reward's box IoU and the
+# evaluation's box rasterisation use this convention; the evaluation's BboxAcc uses the public
+# VisionReasoner formula (x2 - x1) * (y2 - y1) instead (verl_ext/eval_protocols/grounding.py).
 IOU_MATCH = 0.5  # a predicted box matches a GT box when IoU > IOU_MATCH
 BOX_L1_MATCH = 10  # ... or when the mean L1 distance of its corners is < BOX_L1_MATCH pixels
 POINT_MATCH = 30  # a predicted point matches when it is < POINT_MATCH px from the GT point
