@@ -423,13 +423,15 @@ def compare_table(dirs: Sequence[str]) -> str:
 # ============================================================================================
 EPILOG = """examples:
   # generate with a verl checkpoint (FSDP shards are merged once into OUT/merged_model) and score
-  python -m recipe.visurf.evaluate --model checkpoints/visurf/global_step_200 \\
-      --data data/refcoco_val.parquet data/refcoco+_val.parquet data/grefcoco_val.parquet --out eval/visurf --backend vllm
-  # a released VisionReasoner/ViSurf checkpoint with the prompt it was trained on, math scored its way
-  python -m recipe.visurf.evaluate --model Ricky06662/Visurf-7B-Best-on-gRefCOCO --data data/mathvista_testmini.parquet \\
+  python -m recipe.visurf.evaluate --model checkpoints/visurf/global_step_200 --backend vllm --out eval/visurf \\
+      --data data/refcoco_val.parquet data/refcoco+_val.parquet data/grefcoco_val.parquet
+  # a released ViSurf checkpoint (a local HF dir, e.g. a download of Ricky06662/Visurf-7B-Best-on-gRefCOCO)
+  # with the prompt it was trained on and its math scoring
+  python -m recipe.visurf.evaluate --model models/Visurf-7B --data data/mathvista_testmini.parquet \\
       --out eval/released --prompt-style visionreasoner --math-protocol visionreasoner
   # CPU smoke test with the tiny model
-  python -m verl_ext.tiny --out /tmp/tiny && python -m data_prep.synthetic --task grounding --n 8 --seed 0 --out /tmp/g.parquet
+  python -m verl_ext.tiny --out /tmp/tiny
+  python -m data_prep.synthetic --task grounding --n 8 --seed 0 --out /tmp/g.parquet
   python -m recipe.visurf.evaluate --model /tmp/tiny --data /tmp/g.parquet --out /tmp/eval --max-new-tokens 32
   # score another system's outputs
   python -m recipe.visurf.evaluate --predictions preds.jsonl --out eval/baseline

@@ -47,7 +47,9 @@ def box_iou(pred, gt) -> np.ndarray:
     iw = np.maximum(np.minimum(p[..., 2], g[..., 2]) - np.maximum(p[..., 0], g[..., 0]), 0.0)
     ih = np.maximum(np.minimum(p[..., 3], g[..., 3]) - np.maximum(p[..., 1], g[..., 1]), 0.0)
     inter = iw * ih
-    union = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1]) + (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1]) - inter
+    area_p = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
+    area_g = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
+    union = area_p + area_g - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union != 0, inter / np.where(union != 0, union, 1.0), 0.0)
 
