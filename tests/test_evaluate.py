@@ -364,3 +364,11 @@ def test_generate_prompt_style_and_programmatic_api(tiny, parquets, tmp_path, mo
         E.evaluate(parquets, str(tiny), out, max_new_tokens=4)
     with pytest.raises(ValueError, match="needs either model"):
         E.evaluate(parquets, None, out)
+
+
+def test_eval_protocol_rejects_unknown_rules():
+    with pytest.raises(ValueError, match="unknown math rule 'gpt4'; known: mathverify, mathvista, visionreasoner"):
+        E.EvalProtocol(math="gpt4")
+    with pytest.raises(ValueError, match="unknown non_object rule"):
+        E.EvalProtocol(non_object="lenient")
+    assert set(E.EvalProtocol().describe()) == {"non_object", "BboxAcc", "gui", "anomaly", "math"}

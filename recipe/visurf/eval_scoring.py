@@ -272,8 +272,8 @@ def score_record(record: dict, protocol: EvalProtocol | None = None, *, segmente
     s = Scored(record=record, task=task, parsed=parsed)
     if task == "math":
         extra = {k: record[k] for k in ("question_type", "answer_type", "precision") if record.get(k) is not None}
-        s.correct, _ = math_protocol.score(str(record.get("response") or ""), str(record["ground_truth"]),
-                                           record.get("choices"), protocol.math, extra)
+        s.correct = math_protocol.judge(parsed.answer, str(record["ground_truth"]), record.get("choices"),
+                                        protocol.math, extra)
         return s
     from verl_ext.rewards.parsing import parse_label
 

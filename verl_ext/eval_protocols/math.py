@@ -228,13 +228,22 @@ def mathverify_correct(answer: str | None, label: str, choices: Sequence[str] | 
     return answers_match(str(answer).strip(), str(label).strip(), [str(c) for c in choices] if choices else None)
 
 
+def judge(answer: str | None, label: str, choices: Sequence[str] | None = None, protocol: str = "mathverify",
+          extra: dict | None = None) -> bool:
+    """Is ``answer`` (as ``extract_answer(response, protocol)`` read it) correct for ``label``?
+    ``extra``: the row's MathVista fields (``mathvista`` protocol)."""
+    choices = [str(c) for c in choices] if choices else None
+    if protocol == "mathverify":
+        return mathverify_correct(answer, label, choices)
+    if protocol == "mathvista":
+        return mathvista_correct(answer, label, choices, mathvista_meta(label, choices, extra))
+    if protocol == "visionreasoner":
+        return visionreasoner_correct(answer, label, choices)
+    raise ValueError(f"unknown math protocol {protocol!r}; known: {', '.join(PROTOCOL_SOURCES)}")
+
+
 def score(response: str, label: str, choices: Sequence[str] | None = None, protocol: str = "mathverify",
           extra: dict | None = None) -> tuple[bool, str | None]:
     """(correct, the answer the protocol read) for one math response."""
     answer = extract_answer(response, protocol)
-    choices = [str(c) for c in choices] if choices else None
-    if protocol == "mathverify":
-        return mathverify_correct(answer, label, choices), answer
-    if protocol == "mathvista":
-        return mathvista_correct(answer, label, choices, mathvista_meta(label, choices, extra)), answer
-    return visionreasoner_correct(answer, label, choices), answer
+    return judge(answer, label, choices, protocol, extra), answer
