@@ -3,7 +3,7 @@
 Each RL row (``prompt`` = user turn(s) with ``<image>``, ``images``, ``reward_model.ground_truth``,
 ``data_source``) becomes one SFT row whose ``messages`` are the prompt turns followed by one
 assistant turn: the *aligned GT response*, i.e. exactly the text ViSurf injects as the GT member
-(``RewardControl(align, gt_template).gt_response(ground_truth, task_of(data_source))``, e.g.
+(``VisurfConfig(align, gt_template).gt_response(ground_truth, task_of(data_source))``, e.g.
 ``<answer>[{"bbox_2d": [...], "point_2d": [...]}]</answer>``). ``images`` are copied unchanged,
 so verl's ``MultiTurnSFTDataset`` (``verl.trainer.sft_trainer``, ``data.messages_key=messages``,
 image column ``images``) replaces each ``<image>`` with its image. ``data_source``, ``ability``,
@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from data_prep.common import AtomicParquetWriter, DataPrepError
 from verl_ext.constants import ANSWER_TEMPLATE, task_of
-from verl_ext.visurf.reward_control import RewardControl
+from verl_ext.visurf.config import VisurfConfig
 
 logger = logging.getLogger("data_prep.to_sft")
 
@@ -54,7 +54,7 @@ def _row_name(index: int, row: dict) -> str:
     return f"row {index}" + (f" (id {rid!r}" if rid else " (") + f", data_source {row.get('data_source')!r})"
 
 
-def sft_messages(row: dict, control: RewardControl, index: int = 0) -> list[dict]:
+def sft_messages(row: dict, control: VisurfConfig, index: int = 0) -> list[dict]:
     """The SFT ``messages`` of one RL row: its prompt turns + the aligned GT as the assistant turn.
 
     Raises DataPrepError naming the row when the prompt, images or label are unusable.
@@ -98,7 +98,7 @@ def convert(
     if os.path.abspath(src) == os.path.abspath(os.fspath(out)):
         raise DataPrepError(f"--out must differ from --in ({src})")
     try:
-        control = RewardControl(align=align, gt_template=gt_template)
+        control = VisurfConfig(align=align, gt_template=gt_template)
     except ValueError as e:
         raise DataPrepError(str(e)) from None
     try:

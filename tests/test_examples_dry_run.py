@@ -120,7 +120,7 @@ def test_to_sft_rows_load_in_verl_multiturn_sft_dataset(paths):
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
     from verl_ext.constants import task_of
-    from verl_ext.visurf.reward_control import RewardControl
+    from verl_ext.visurf.config import VisurfConfig
 
     rl = pq.read_table(paths["rl"]).to_pylist()
     sft = pq.read_table(paths["sft"]).to_pylist()
@@ -129,7 +129,7 @@ def test_to_sft_rows_load_in_verl_multiturn_sft_dataset(paths):
         assert b["messages"][:-1] == a["prompt"] and b["images"] == a["images"]
         assert b["messages"][-1] == {
             "role": "assistant",
-            "content": RewardControl().gt_response(a["reward_model"]["ground_truth"], task_of(a["data_source"])),
+            "content": VisurfConfig().gt_response(a["reward_model"]["ground_truth"], task_of(a["data_source"])),
         }
 
     tok = AutoTokenizer.from_pretrained(paths["model"])
@@ -232,10 +232,11 @@ def test_visurf_script_prints_the_paper_command_and_validates(runs, paths):
         ),
         (
             "data.train_batch_size=3",
-            "verl validate_config: real_train_batch_size (27) must be divisible by minimal possible batch size (8)",
+            # the recipe's start-up check (verl_ext.visurf.config.check_verl_combination) before verl's own
+            "visurf.enable=True generates data.train_batch_size x (G+1) = 3 x 9 = 27 rows per step",
         ),
     ],
-    ids=["visurf_value", "unknown_key", "verl_batch_rule"],
+    ids=["visurf_value", "unknown_key", "batch_split_rule"],
 )
 def test_bad_override_exits_nonzero_with_the_reason(paths, capsys, override, reason):
     """The dry-run CLI the scripts ``exec`` (in-process: a fourth script process would double the

@@ -1,4 +1,4 @@
-"""GT injection: which rows become the GT member, the group reward step, exact outcome rewrite."""
+"""GT injection and the group step: which rows become the GT member, smoothing, all_fail, exact rewrite."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from verl_ext.visurf.gt_injection import (
-    gt_response_texts,
+from verl_ext.visurf.config import VisurfConfig
+from verl_ext.visurf.group_step import (
+    all_fail_active,
     group_reward_step,
     last_copy_per_group,
     select_gt_rows,
     set_outcome_scores,
+    task_solved,
 )
-from verl_ext.visurf.reward_control import RewardControl
+from verl_ext.visurf.gt_injection import gt_response_texts
 
 
 def test_last_copy_per_group_on_interleaved_and_shuffled_rows():
@@ -32,7 +34,7 @@ def test_select_gt_rows_skips_ineligible_groups():
 
 
 def test_gt_response_texts_align_and_report_missing_labels():
-    control = RewardControl()
+    control = VisurfConfig()
     texts, reasons = gt_response_texts(
         ['[{"bbox_2d": [1.0, 2, 30, 40], "point_2d": [5, 6]}]', "[]", None, "  ", "not json", "B"],
         ["refcoco", "grefcoco", "refcoco", "refcoco", "refcoco", "mathvista"],
@@ -56,14 +58,74 @@ def test_group_reward_step_smoothing_and_always():
     assert off.tolist() == scores.tolist()
 
 
-def test_group_reward_step_all_fail_keeps_gt_only_when_every_rollout_is_below():
-    scores = torch.tensor([1.0, 3.0, 3.0, 0.0, 0.0, 6.0, 2.0])
-    uids = np.array(["a", "a", "a", "b", "b", "b", "c"], dtype=object)  # c: GT only, no rollout
+def test_all_fail_keeps_the_gt_only_where_no_rollout_solved_the_task():
+    # accuracy per row (grounding: solved at 3): a has a solved rollout, b none, c is GT only
+    scores = torch.tensor([5.0, 3.0, 6.0, 2.0, 4.5, 6.0, 2.0])
+    accuracy = np.array([3.0, 1.0, 3.0, 0.0, 2.5, 3.0, 3.0])
+    uids = np.array(["a", "a", "a", "b", "b", "b", "c"], dtype=object)
     is_gt = np.array([False, False, True, False, False, True, True])
-    _, active = group_reward_step(scores, uids, is_gt, smoothing=True, inject_when="all_fail")
+    sources = ["refcoco"] * 7
+    solved = task_solved(scores, uids, is_gt, sources, accuracy)
+    assert solved.tolist() == [True, False, True, False, False, True, True]
+    assert all_fail_active(uids, is_gt, solved).tolist() == [False, False, False, False, False, True, True]
+    _, active = group_reward_step(scores, uids, is_gt, smoothing=True, inject_when="all_fail", solved=solved)
     assert active.tolist() == [False, False, False, False, False, True, True]
     with pytest.raises(ValueError, match="inject_when"):
         group_reward_step(scores, uids, is_gt, smoothing=True, inject_when="sometimes")
+    with pytest.raises(ValueError, match="solved"):
+        group_reward_step(scores, uids, is_gt, smoothing=True, inject_when="all_fail")
+
+
+def test_task_solved_thresholds_per_task_and_for_unknown_sources():
+    # gui / math solve at accuracy 1; grounding only at the full 3; NaN accuracy falls back to the reward
+    scores = torch.tensor([4.0, 3.0, 2.0, 1.0, 7.0, 1.0, 0.5, 0.75])
+    accuracy = np.array([1.0, 0.0, 1.0, np.nan, 2.9, 1.0, np.nan, np.nan])
+    sources = ["omniact", "omniact", "geo3k", "geo3k", "refcocog", "gsm8k", "gsm8k", "gsm8k"]
+    uids = np.array(["g", "g", "m", "m", "r", "u", "u", "u"], dtype=object)
+    is_gt = np.array([False, False, False, False, False, False, False, True])
+    # unknown source (gsm8k): solved when as accurate as the group's GT row (its reward 0.75 here)
+    assert task_solved(scores, uids, is_gt, sources, accuracy).tolist() == [
+        True, False, True, True, False, True, False, True]
+    # no accuracy column at all: the reward is compared (math reward 2 >= 1, 1 >= 1)
+    assert task_solved(scores[2:4], uids[2:4], is_gt[2:4], sources[2:4]).tolist() == [True, True]
+    # an unknown source without a GT row in the group: nothing counts as solved
+    assert task_solved(torch.tensor([9.0]), ["x"], [False], ["custom"]).tolist() == [False]
+
+
+def test_all_fail_differs_from_always_on_a_group_with_a_correct_rollout():
+    """Issue 12 item 3: a rollout that solved the task (full accuracy) but scores below the GT (here
+    a repetition penalty: non_repeat 0) must switch the GT off under all_fail; under always the GT
+    keeps its signal. (Before: all_fail kept the GT whenever every rollout scored below it.)"""
+    from verl import DataProto
+
+    from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
+    from verl_ext.visurf.group_step import apply_group_step, own_groups
+
+    # grounding, gt_thinking_reward=zero: rollout 0 correct but repetitive (1+2+3+0 = 6, 5 without
+    # thinking), rollouts 1-2 wrong (1+2+0+1 = 4), GT (0+2+3+1 = 6)
+    rm = torch.zeros(4, 2)
+    rm[:, -1] = torch.tensor([6.0, 4.0, 4.0, 6.0])
+
+    def advantages(mode):
+        batch = DataProto.from_dict(
+            tensors={"rm_scores": rm.clone(), "response_mask": torch.ones(4, 2, dtype=torch.long)},
+            non_tensors={"uid": np.array(["u"] * 4, dtype=object), "is_gt": np.array([False] * 3 + [True]),
+                         "data_source": np.array(["refcoco"] * 4, dtype=object),
+                         "accuracy": np.array([3.0, 0.0, 0.0, 3.0]), "thinking_format": np.array([1.0, 1, 1, 0])},
+        )
+        apply_group_step(batch, batch.non_tensor_batch["uid"], True, mode, "zero")
+        gt, active = batch.non_tensor_batch["is_gt"], batch.non_tensor_batch["visurf_gt_active"]
+        uids = own_groups(batch.non_tensor_batch["uid"], gt & ~active)  # what the trainer does
+        adv, _ = compute_visurf_outcome_advantage(batch.batch["rm_scores"], batch.batch["response_mask"], uids)
+        return adv[:, 0]
+
+    always, all_fail = advantages("always"), advantages("all_fail")
+    assert always[3] > 0.5  # no rollout matches the GT on the task rewards (5 < 6): GT not smoothed
+    assert all_fail[3] == 0  # a rollout solved the task: the GT leaves the group
+    # the group trains like GRPO over the 3 rollouts: (6 - 14/3) / std(6, 4, 4)
+    expected = (6 - 14 / 3) / torch.tensor([6.0, 4.0, 4.0]).std()
+    assert all_fail[0].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not torch.allclose(always, all_fail)
 
 
 def test_set_outcome_scores_rewrites_the_last_valid_token_exactly():
@@ -142,7 +204,7 @@ def test_gt_keeps_its_signal_when_every_rollout_is_formatted_but_wrong(task):
 
     from verl_ext.rewards import compute_score
     from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
-    from verl_ext.visurf.gt_injection import apply_group_step
+    from verl_ext.visurf.group_step import apply_group_step
     from verl_ext.visurf.reward_control import align_gt
 
     source, label, wrong, extra = CASES[task]

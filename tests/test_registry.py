@@ -1,15 +1,18 @@
-"""`import verl_ext` registers the ViSurf plug-ins with verl, idempotently."""
+"""Registration through verl's own plug-in hook (``VERL_USE_EXTERNAL_MODULES``), no import hooks."""
 
 import importlib
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn
 
-import verl_ext
-from verl_ext.registry import register_all
+import verl_ext.registry
 from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
 from verl_ext.visurf.policy_loss import compute_policy_loss_visurf
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_verl_lookups_return_our_callables():
@@ -18,29 +21,43 @@ def test_verl_lookups_return_our_callables():
 
 
 def test_registration_is_idempotent():
-    register_all()
-    register_all()
-    importlib.reload(verl_ext)  # re-runs register_all() in the package __init__
-    importlib.import_module("verl_ext.visurf.advantage")
+    importlib.reload(verl_ext.registry)  # re-imports the plug-in modules: already imported, no-op
     assert get_adv_estimator_fn("visurf") is compute_visurf_outcome_advantage
     assert get_policy_loss_fn("visurf") is compute_policy_loss_visurf
 
 
-def test_fresh_interpreter_import_registers_without_cpu_plugin():
+def test_verl_imports_the_registry_from_its_env_hook():
+    # what every ray worker does: verl/__init__ imports VERL_USE_EXTERNAL_MODULES after itself
     code = (
-        "import sys, verl_ext\n"
+        "import sys, verl\n"
         "from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn\n"
         "assert get_adv_estimator_fn('visurf').__module__ == 'verl_ext.visurf.advantage'\n"
         "assert get_policy_loss_fn('visurf').__module__ == 'verl_ext.visurf.policy_loss'\n"
         "assert 'verl_ext.cpu' not in sys.modules and 'verl_ext.tiny' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VERL_USE_EXTERNAL_MODULES": verl_ext.registry.EXTERNAL_MODULE}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
 
 
-def test_constants_import_does_not_load_verl_or_torch():
-    # data_prep CLIs and their worker pools import only the shared facts: they must stay fast
+def test_importing_the_package_registers_nothing_and_hooks_nothing():
+    # no sys.meta_path import hook; `import verl_ext` / verl_ext.constants load neither verl nor torch
     code = (
-        "import sys, verl_ext.constants\n"
+        "import sys; hooks = list(sys.meta_path)\n"
+        "import verl_ext, verl_ext.constants\n"
+        "assert sys.meta_path == hooks\n"
         "assert 'verl' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n"
+        "import verl\n"
+        "from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY\n"
+        "assert 'visurf' not in ADV_ESTIMATOR_REGISTRY\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("VERL_USE_EXTERNAL_MODULES", None)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+
+
+def test_reward_manager_is_not_written_into_verls_registry():
+    from verl.experimental.reward_loop.reward_manager.registry import REWARD_MANAGER
+
+    import verl_ext.reward_manager  # noqa: F401
+
+    assert "visurf" not in REWARD_MANAGER and "ViSurfRewardManager" not in REWARD_MANAGER

@@ -1,4 +1,4 @@
-"""ViSurf reward manager (verl 0.9.1 reward loop) and the group step on a real DataProto."""
+"""ViSurf reward manager (verl 0.9.1 reward loop, per row) and the group step on its scores."""
 
 import json
 
@@ -9,8 +9,7 @@ from omegaconf import OmegaConf
 
 from verl import DataProto
 from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls
-from verl_ext.reward_manager import REWARD_MANAGER_NAME, ViSurfRewardManager
-from verl_ext.visurf.reward_control import RewardControl
+from verl_ext.reward_manager import ViSurfRewardManager
 
 LABEL = json.dumps([{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110]}])
 GOOD = '<think>ok.</think><answer>[{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110]}]</answer>'  # 7
@@ -57,11 +56,8 @@ def config(**visurf):
     })
 
 
-def test_selected_by_config():
+def test_selected_by_module_path():
     assert resolve_reward_manager_cls(config()) is ViSurfRewardManager
-    cfg = config()
-    cfg.reward.reward_manager = {"source": "register", "name": REWARD_MANAGER_NAME}
-    assert resolve_reward_manager_cls(cfg) is ViSurfRewardManager
     manager = load_reward_manager(config(gt_thinking_reward="full"), ByteTokenizer())
     assert isinstance(manager, ViSurfRewardManager) and manager.control.gt_thinking_reward == "full"
 
@@ -78,26 +74,6 @@ def test_run_single_per_row(mode, gt_score):
     info = out[2]["reward_extra_info"]
     assert info["thinking_format"] == (1.0 if mode == "full" else 0.0) and info["accuracy"] == 3.0
     assert set(info) == {"score", "thinking_format", "answer_format", "accuracy", "non_repeat", "invalid_reason"}
-
-
-def test_batch_call_scores_and_smooths():
-    manager = ViSurfRewardManager(config(), ByteTokenizer())
-    # group a: rollout 7 (6 without its thinking point) matches GT 6 -> GT := 4.5
-    # group b: HALF scores 6 only thanks to its thinking point (5 without): no match, GT keeps 6
-    batch = make_batch([GOOD, BAD, GT, BAD, HALF, GT], list("aaabbb"), [0, 0, 1, 0, 0, 1])
-    out = manager(batch, return_dict=True)
-    rewards = out["reward_tensor"]
-    last = batch.batch["response_mask"].sum(-1) - 1
-    assert rewards[torch.arange(6), last].tolist() == [7.0, 2.0, 4.5, 2.0, 6.0, 6.0]
-    assert rewards.sum(-1).tolist() == [7.0, 2.0, 4.5, 2.0, 6.0, 6.0]
-    # gt_thinking_reward=full: the GT is credited with the point (7) and compared on full rewards:
-    # a: 7 >= 7 -> GT := 4.5; b: 6 < 7 -> kept
-    full = ViSurfRewardManager(config(gt_thinking_reward="full"), ByteTokenizer())(batch)
-    assert full.sum(-1).tolist() == [7.0, 2.0, 4.5, 2.0, 6.0, 7.0]
-    assert out["reward_extra_info"]["score"] == [7.0, 2.0, 6.0, 2.0, 6.0, 6.0]
-    assert out["reward_extra_info"]["invalid_reason"][1] == "bad_json"
-    off = ViSurfRewardManager(config(smoothing=False), ByteTokenizer())(batch)
-    assert off.sum(-1).tolist() == [7.0, 2.0, 6.0, 2.0, 6.0, 6.0]
 
 
 def scored_batch():
@@ -125,7 +101,7 @@ def test_group_step_on_manager_scores():
     the ViSurf agent-loop manager runs it on ``rm_scores``, then the trainer's metrics."""
     from recipe.visurf.visurf_trainer import visurf_step_metrics
     from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
-    from verl_ext.visurf.gt_injection import apply_group_step
+    from verl_ext.visurf.group_step import apply_group_step
 
     batch, last = scored_batch()
     apply_group_step(batch, batch.non_tensor_batch["uid"], smoothing=True, inject_when="always")
@@ -150,7 +126,7 @@ def test_group_step_on_manager_scores():
 
 
 def test_group_step_switched_off_and_without_gt():
-    from verl_ext.visurf.gt_injection import apply_group_step
+    from verl_ext.visurf.group_step import apply_group_step
 
     batch, _ = scored_batch()
     apply_group_step(batch, batch.non_tensor_batch["uid"], smoothing=False, inject_when="always")

@@ -229,11 +229,12 @@ def test_luffy_gradient_is_shaped_sft_term():
 
 def test_smoothed_gt_leaves_pure_rlvr():
     # a rollout already matches the GT -> smoothing makes Â_gt = 0 -> the GT adds no gradient
-    from verl_ext.visurf.reward_control import smooth_gt_rewards
+    from verl_ext.visurf.group_step import group_reward_step
 
     model, sequences, mask, _, is_gt = _augmented_group()
     index = np.array(["u"] * 4)
-    scores = smooth_gt_rewards(torch.tensor([0.0, 3.0, 0.5, 3.0], dtype=torch.float64), index, is_gt)
+    scores, _ = group_reward_step(torch.tensor([0.0, 3.0, 0.5, 3.0], dtype=torch.float64), index, is_gt,
+                                  smoothing=True, inject_when="always")
     rewards = torch.zeros(4, 5, dtype=torch.float64)
     rewards[:, 0] = scores
     adv, _ = compute_visurf_outcome_advantage(rewards, mask, index)

@@ -1,4 +1,4 @@
-"""Reward control (METHOD.md §3): align_gt, smooth_gt_rewards, RewardControl."""
+"""Reward control (METHOD.md §3): align_gt, gt_response (§3.1), smooth_gt_rewards (§3.3)."""
 
 import json
 
@@ -7,11 +7,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from omegaconf import OmegaConf
 
-from verl_ext.constants import ANSWER_TEMPLATE, FRAME, TASKS
+from verl_ext.constants import FRAME, TASKS
 from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
-from verl_ext.visurf.reward_control import RewardControl, align_gt, smooth_gt_rewards
+from verl_ext.visurf.config import VisurfConfig
+from verl_ext.visurf.group_step import smooth_gt_rewards
+from verl_ext.visurf.reward_control import align_gt, gt_response
 
 # --------------------------------------------------------------------------------------------
 # align_gt
@@ -188,10 +189,9 @@ def _augmented_groups(draw):
         is_gt += [False] * len(rollouts) + [True]
     perm = draw(st.permutations(range(len(scores))))
     return (
-        # float64: the smoothed r_gt is then the exact rollout mean. (In float32, as verl stores
-        # rewards, r_gt is the mean rounded to float32 and |Â_gt| <= ulp(r_gt) / std instead of 0 —
-        # e.g. 1.01e-6 for rollouts (2, 2, 2.125); the visurf/gt_signal_share metric uses 1e-4.)
-        torch.tensor([scores[i] for i in perm], dtype=torch.float64),
+        # float32, as verl stores rewards: r_gt is the rollout mean rounded to float32 (e.g. rollouts
+        # (2, 2, 2.125)), and the visurf estimator still gives the smoothed GT exactly Â = 0
+        torch.tensor([scores[i] for i in perm], dtype=torch.float32),
         np.array([index[i] for i in perm], dtype=object),
         np.array([is_gt[i] for i in perm]),
     )
@@ -208,50 +208,20 @@ def test_smoothing_zeroes_gt_advantage_when_a_rollout_matches(batch):
         gt_row = np.flatnonzero(rows & is_gt)[0]
         rollout_max = scores[torch.from_numpy(rows & ~is_gt)].max()
         if rollout_max >= scores[gt_row]:
-            assert abs(adv[gt_row, 0].item()) < 1e-6
+            assert adv[gt_row, 0].item() == 0.0
         else:
             assert smoothed[gt_row] == scores[gt_row]
     torch.testing.assert_close(smoothed[torch.from_numpy(~is_gt)], scores[torch.from_numpy(~is_gt)])
 
 
 # --------------------------------------------------------------------------------------------
-# RewardControl
+# gt_response: the alignment switch (VisurfConfig.gt_response delegates here)
 # --------------------------------------------------------------------------------------------
-def test_reward_control_defaults():
-    rc = RewardControl()
-    assert (rc.align, rc.gt_template, rc.gt_thinking_reward, rc.smoothing) == (True, ANSWER_TEMPLATE, "zero", True)
-    with pytest.raises(AttributeError):
-        rc.smoothing = False  # frozen
-
-
-def test_reward_control_from_config_ignores_other_visurf_keys():
-    block = {"enable": True, "gt_loss": "sft", "smoothing": False, "gt_thinking_reward": "full"}
-    assert RewardControl.from_config(block) == RewardControl(smoothing=False, gt_thinking_reward="full")
-    cfg = OmegaConf.create({"tpl": "<a>{answer}</a>", "visurf": {"gt_template": "${tpl}", "align": False}})
-    assert RewardControl.from_config(cfg.visurf) == RewardControl(align=False, gt_template="<a>{answer}</a>")
-    assert RewardControl.from_config(None) == RewardControl()
-
-
-@pytest.mark.parametrize(
-    ("block", "what"),
-    [
-        ({"gt_thinking_reward": "half"}, "gt_thinking_reward must be one of"),
-        ({"smoothing": "yes"}, "smoothing must be a bool"),
-        ({"align": 1}, "align must be a bool"),
-        ({"gt_template": "<answer></answer>"}, "exactly once"),
-        ({"gt_template": "{answer}{answer}"}, "exactly once"),
-    ],
-)
-def test_reward_control_rejects_bad_values(block, what):
-    with pytest.raises(ValueError, match=what):
-        RewardControl.from_config(block)
-    with pytest.raises(ValueError, match="must be a mapping"):
-        RewardControl.from_config(["smoothing"])
-
-
-def test_reward_control_gt_response():
-    assert RewardControl().gt_response(TWO_OBJECTS, "grounding") == TWO_OBJECTS_ALIGNED
-    raw = RewardControl(align=False).gt_response(f" {TWO_OBJECTS} ", "grounding")
+def test_gt_response_alignment_switch():
+    assert gt_response(TWO_OBJECTS, "grounding") == TWO_OBJECTS_ALIGNED
+    assert VisurfConfig().gt_response(TWO_OBJECTS, "grounding") == TWO_OBJECTS_ALIGNED
+    raw = VisurfConfig(align=False).gt_response(f" {TWO_OBJECTS} ", "grounding")
     assert raw == f"<answer>{TWO_OBJECTS}</answer>"
-    with pytest.raises(ValueError, match="non-empty str"):
-        RewardControl(align=False).gt_response("", "math")
+    assert gt_response("7", "math", align=False, template="#### {answer}") == "#### 7"
+    with pytest.raises(ValueError, match="bad math label"):
+        gt_response("", "math", align=False)

@@ -1,7 +1,7 @@
-"""ViSurf for verl: importing this package registers the "visurf" advantage estimator, policy loss
-and reward manager with verl (now if verl is imported, else as soon as it is; see
-`verl_ext.registry`). No other side effects: `verl_ext.constants` stays cheap to import."""
+"""ViSurf for verl: what verl lacks (``visurf/``: advantage, policy loss, group step, GT injection;
+``rewards/``; ``reward_manager``; ``metrics``; ``constants``; ``cpu/``).
 
-from verl_ext.registry import register_on_verl_import
-
-register_on_verl_import()
+Importing the package has no side effects. ``import verl_ext.registry`` registers the "visurf"
+advantage estimator and policy loss with verl; the recipe has verl import it in every ray worker
+through ``VERL_USE_EXTERNAL_MODULES`` (see ``verl_ext.registry``).
+"""

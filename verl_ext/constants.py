@@ -78,6 +78,18 @@ TASK_ABILITY = {
     "math": "math",
 }
 
+# A response solved the task when its `accuracy` reward component reaches this value (the task's
+# full accuracy): grounding / anomaly / lesion 3 = every label object matched on box IoU, box corners
+# and point (Hungarian total / max(M, N)); gui 1 = the point in the element box; math 1 = correct.
+# Used by visurf.inject_when=all_fail ("every rollout failed") — verl_ext.visurf.group_step.task_solved.
+TASK_SUCCESS_ACCURACY = {
+    "grounding": 3.0,
+    "anomaly": 3.0,
+    "lesion": 3.0,
+    "gui": 1.0,
+    "math": 1.0,
+}
+
 
 def task_of(data_source: str) -> str:
     """Task name for a data_source; ValueError naming the unknown source and the known ones."""

@@ -1,4 +1,4 @@
-"""The ViSurf reward manager for verl 0.9.1, and the group step of reward control.
+"""The ViSurf reward manager for verl 0.9.1 (per-row scoring; the group step lives elsewhere).
 
 Where each part of reward control runs in verl 0.9.1 (classic trainer, agent-loop rollout):
 
@@ -9,23 +9,21 @@ Where each part of reward control runs in verl 0.9.1 (classic trainer, agent-loo
   reads the row's ``is_gt`` column and applies the GT thinking-reward rule (METHOD.md §3.2).
 * **Per group** — smoothing (METHOD.md §3.3) needs every score of a ``uid`` group, which no
   reward manager sees in 0.9.1. It runs where the whole batch of ``rm_scores`` first becomes
-  visible: the ViSurf agent-loop manager's output, ``verl_ext.visurf.gt_injection.apply_group_step``
-  (before old log-probs and advantages). Smoothing is idempotent.
-* ``ViSurfRewardManager.__call__(data)`` scores a whole batch synchronously (tests, offline
-  scoring, a trainer that scores by itself) and smooths it there too.
+  visible: the ViSurf agent-loop manager's output, ``verl_ext.visurf.group_step.apply_group_step``
+  (before old log-probs and advantages) — the one place smoothing runs.
 
-Select the manager with (``importlib`` needs no import in the ray workers beforehand)::
+Selected by module path only (``importlib`` needs no import in the ray workers beforehand; the
+manager is not written into verl's ``REWARD_MANAGER`` registry)::
 
     reward.reward_manager.source=importlib \\
     reward.reward_manager.name=ViSurfRewardManager \\
     reward.reward_manager.module.path=pkg://verl_ext.reward_manager
 
-or, once ``verl_ext`` is imported in the driver and the reward workers (``import verl_ext``
-registers it), ``reward.reward_manager.name=visurf``. Scores come from
+Scores come from
 ``reward.custom_reward_function`` when its path is set (the recipe points it at
 ``verl_ext/rewards/__init__.py``), else from ``verl_ext.rewards.compute_score``; ``is_gt`` and
 ``gt_thinking_reward`` reach the scorer through ``extra_info``. The switches come from the
-config's ``visurf:`` block (``RewardControl.from_config``).
+config's ``visurf:`` block (``verl_ext.visurf.config.VisurfConfig``).
 """
 
 from __future__ import annotations
@@ -34,23 +32,15 @@ import logging
 import math
 from typing import Any
 
-import numpy as np
-import torch
-
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
-from verl.experimental.reward_loop.reward_manager.registry import REWARD_MANAGER, register
 from verl_ext.rewards import compute_score as default_compute_score
-from verl_ext.visurf.reward_control import RewardControl, smooth_gt_rewards
+from verl_ext.visurf import columns as C
+from verl_ext.visurf.config import visurf_config
 
-__all__ = ["REWARD_MANAGER_NAME", "ViSurfRewardManager", "last_token_index"]
+__all__ = ["ViSurfRewardManager"]
 
 logger = logging.getLogger(__name__)
-
-REWARD_MANAGER_NAME = "visurf"
-IS_GT = "is_gt"  # the batch column marking the GT member of each group (written by GT injection)
-# score-carrying tensors the group step keeps consistent (aliases are updated once)
-_SCORE_KEYS = ("rm_scores", "token_level_scores", "token_level_rewards")
 
 
 def _cfg_get(node: Any, *keys: str, default: Any = None) -> Any:
@@ -60,22 +50,6 @@ def _cfg_get(node: Any, *keys: str, default: Any = None) -> Any:
             return default
         node = node.get(key)
     return default if node is None else node
-
-
-def last_token_index(batch: DataProto) -> torch.Tensor:
-    """Index of each row's last valid response token -> long [bs] (0 for an empty response)."""
-    if "response_mask" in batch.batch.keys():
-        mask = batch.batch["response_mask"]
-    else:
-        response_length = batch.batch["responses"].shape[-1]
-        mask = batch.batch["attention_mask"][:, -response_length:]
-    return (mask.sum(-1).long() - 1).clamp_min(0)
-
-
-def _is_gt_mask(batch: DataProto) -> np.ndarray:
-    if IS_GT not in batch.non_tensor_batch:
-        return np.zeros(len(batch), dtype=bool)
-    return np.asarray(batch.non_tensor_batch[IS_GT], dtype=bool).reshape(-1)
 
 
 class ViSurfRewardManager(RewardManagerBase):
@@ -91,12 +65,12 @@ class ViSurfRewardManager(RewardManagerBase):
         custom = _cfg_get(config, "reward", "custom_reward_function", "path")
         # verl hands its default scorer when no custom function is configured: use ours then
         self.compute_score = compute_score if (custom and compute_score is not None) else default_compute_score
-        self.control = RewardControl.from_config(_cfg_get(config, "visurf"))
+        self.control = visurf_config(_cfg_get(config, "visurf"))
 
     # ---------------------------------------------------------------------------------------
     def _score(self, data_source: str, response: str, ground_truth: Any, extra_info: Any, is_gt: bool) -> dict:
         extra = dict(extra_info) if isinstance(extra_info, dict) else {}
-        extra[IS_GT] = is_gt
+        extra[C.IS_GT] = is_gt
         extra["gt_thinking_reward"] = self.control.gt_thinking_reward
         try:
             result = self.compute_score(
@@ -129,56 +103,7 @@ class ViSurfRewardManager(RewardManagerBase):
                 response,
                 nt["reward_model"]["ground_truth"],
                 nt.get("extra_info"),
-                bool(nt.get(IS_GT, False)),
+                bool(nt.get(C.IS_GT, False)),
             ),
         )
         return {"reward_score": result["score"], "reward_extra_info": result}
-
-    # ---------------------------------------------------------------------------------------
-    def __call__(self, data: DataProto, return_dict: bool = False):
-        """Score a whole batch here (no reward loop) and apply the group step when ``is_gt`` and
-        ``uid`` are present: ``{"reward_tensor": [bs, response_len], "reward_extra_info": {...}}``
-        (or just the tensor), the score at each row's last valid response token."""
-        is_gt = _is_gt_mask(data)
-        rows = []
-        for i in range(len(data)):
-            item = data[i]
-            nt = item.non_tensor_batch
-            rows.append(
-                self._score(
-                    nt["data_source"],
-                    self._decode(item),
-                    nt["reward_model"]["ground_truth"],
-                    nt.get("extra_info"),
-                    bool(is_gt[i]),
-                )
-            )
-        scores = torch.tensor([r["score"] for r in rows], dtype=torch.float32)
-        reward_tensor = torch.zeros_like(data.batch["responses"], dtype=torch.float32)
-        reward_tensor[torch.arange(len(data)), last_token_index(data)] = scores
-        extra = {k: [r.get(k) for r in rows] for k in rows[0]} if rows else {}
-        if self.control.smoothing and is_gt.any() and "uid" in data.non_tensor_batch:
-            match = None  # like with like: no thinking component when the GT cannot earn it
-            if self.control.gt_thinking_reward == "zero":
-                match = scores.double() - torch.tensor([float(r.get("thinking_format", 0.0)) for r in rows])
-            smoothed = smooth_gt_rewards(scores, data.non_tensor_batch["uid"], torch.from_numpy(is_gt), match)
-            reward_tensor[torch.arange(len(data)), last_token_index(data)] = smoothed
-            extra["score_smoothed"] = smoothed.tolist()
-        if return_dict:
-            return {"reward_tensor": reward_tensor, "reward_extra_info": extra}
-        return reward_tensor
-
-
-def _register() -> None:
-    """Register under ``REWARD_MANAGER_NAME``; idempotent, also when this file is loaded again
-    under another module name (verl's ``load_extern_object`` with a file path does that)."""
-    existing = REWARD_MANAGER.get(REWARD_MANAGER_NAME)
-    if existing is None:
-        register(REWARD_MANAGER_NAME)(ViSurfRewardManager)
-    elif existing.__qualname__ == ViSurfRewardManager.__qualname__:
-        REWARD_MANAGER[REWARD_MANAGER_NAME] = ViSurfRewardManager  # a reload of this module
-    else:
-        raise ValueError(f"reward manager {REWARD_MANAGER_NAME!r} is already registered: {existing}")
-
-
-_register()

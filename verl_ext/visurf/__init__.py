@@ -1,6 +1,11 @@
-"""ViSurf: the method's functions (METHOD.md §1, §3), registered into verl by `verl_ext.registry`.
+"""ViSurf: the method's functions (METHOD.md §1-§3, §6); `verl_ext.registry` registers them with verl.
 
-- `reward_control`: `align_gt`, `smooth_gt_rewards`, `RewardControl` (the reward-control switches)
+- `config`: `VisurfConfig` (the typed `visurf:` block), the option lists, the start-up checks
+- `columns`: the batch column names (`is_gt`, ...)
+- `group_step`: the pure group functions — GT row selection, smoothing (§3.3), all_fail, match
+  scores, exact outcome rewrite (`apply_group_step`)
+- `gt_injection`: verl agent-loop glue — the GT / pad agent loops and the agent-loop manager
+- `reward_control`: GT rendering (§3.1) — `align_gt`, `gt_response`
 - `advantage`: `compute_visurf_outcome_advantage` (advantage estimator "visurf")
 - `policy_loss`: `compute_policy_loss_visurf` (policy loss "visurf"), `visurf_policy_loss_terms`,
   `visurf_actor_loss` (GT-aware full actor loss for `actor_rollout_wg.set_loss_fn`)

@@ -13,7 +13,7 @@ import torch
 from verl.trainer.config import AlgoConfig
 from verl.trainer.ppo.core_algos import register_adv_est
 
-from verl_ext.visurf.groups import group_ids
+from verl_ext.visurf.group_step import group_ids
 
 __all__ = ["compute_visurf_outcome_advantage"]
 
@@ -35,9 +35,17 @@ def compute_visurf_outcome_advantage(
     std is the unbiased estimator (`torch.std`) and ε = 1e-6, as in verl's GRPO. Two deliberate
     differences from `compute_grpo_outcome_advantage`: a group with a single member gets Â = 0
     (verl's GRPO uses mean 0, std 1 there, i.e. Â = r), since one sample carries no relative
-    signal (METHOD.md); a group whose rewards are all equal gets exactly Â = 0. Statistics are
-    computed in float64 and cast back, so a smoothed GT (r_gt = rollout mean) gets |Â_gt| ≈ 0.
-    Vectorised (index_add / scatter_reduce over dense group ids), no Python loop over rows.
+    signal (METHOD.md); a group whose rewards are all equal gets exactly Â = 0.
+
+    Exact zeros: a row whose reward equals the mean of the *other* members of its group has
+    Â = 0 in exact arithmetic (r_j = mean_{-j} ⟺ r_j = mean_{G+1}); with float32 rewards the
+    stored r_j is that mean rounded once, and the float64 statistics would leave |Â| up to ~1e-3
+    after the std division. Such a row — which is exactly what reward smoothing writes for the GT
+    (r_gt := mean(rollouts) in float64, rounded to the reward dtype; `group_step.smooth_gt_rewards`)
+    — is recognised by recomputing mean_{-j} the same way and gets Â = 0 exactly. (The float64
+    group sums are exact for float32 rewards of similar magnitude, so the recomputation matches.)
+    Statistics are computed in float64 and cast back. Vectorised (index_add / scatter_reduce over
+    dense group ids), no Python loop over rows.
 
     Args:
         token_level_rewards: `(torch.Tensor)`
@@ -66,7 +74,8 @@ def compute_visurf_outcome_advantage(
         norm_adv_by_std_in_grpo = config.get("norm_adv_by_std_in_grpo", norm_adv_by_std_in_grpo)
 
     with torch.no_grad():
-        scores = token_level_rewards.sum(dim=-1).to(torch.float64)
+        stored = token_level_rewards.sum(dim=-1)
+        scores = stored.to(torch.float64)
         gid, n_groups = group_ids(index, device=scores.device)
         if gid.numel() != scores.numel():
             raise ValueError(f"index has {gid.numel()} labels for {scores.numel()} rows")
@@ -85,7 +94,11 @@ def compute_visurf_outcome_advantage(
         g_max = torch.full_like(mean, -torch.inf).scatter_reduce_(0, gid, scores, reduce="amax")
         g_min = torch.full_like(mean, torch.inf).scatter_reduce_(0, gid, scores, reduce="amin")
         informative = (count > 1) & (g_max > g_min)  # one-member and all-equal groups: Â = 0
-        scalars = torch.where(informative[gid], scalars, torch.zeros_like(scalars))
+        # r_j == mean of the other members (rounded to the reward dtype, as smoothing writes it): Â_j = 0
+        total = torch.zeros_like(mean).index_add_(0, gid, scores)
+        others_mean = (total[gid] - scores) / (count[gid] - 1.0).clamp_min(1.0)
+        at_mean_of_others = (count[gid] > 1) & (others_mean.to(stored.dtype) == stored)
+        scalars = torch.where(informative[gid] & ~at_mean_of_others, scalars, torch.zeros_like(scalars))
 
         advantages = scalars.to(token_level_rewards.dtype).unsqueeze(-1) * response_mask
     return advantages, advantages

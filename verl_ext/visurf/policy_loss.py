@@ -8,9 +8,17 @@
   `actor_rollout_wg.set_loss_fn(partial(visurf_actor_loss, config=actor_cfg, gt_loss=...))`.
 - `visurf_policy_loss_terms`: the pure function both use.
 
-GT-row variants (`gt_loss`): "ppo_clip" (default, the paper: GT rows are ordinary members of
-the clipped surrogate), "luffy_shaping" (LUFFY: −Â·π/(π+γ) on GT rows, no clip), "sft"
-(−Â·log π on GT rows). Rollout rows always use the clipped surrogate.
+GT-row variants (`gt_loss`, `verl_ext.visurf.config.GT_LOSSES`): "ppo_clip" (default, the paper:
+GT rows are ordinary members of the clipped surrogate), "luffy_shaping" (LUFFY: −Â·π/(π+γ) on GT
+rows, no clip), "sft" (−Â·log π on GT rows). Rollout rows always use the clipped surrogate.
+
+MIRRORED verl 0.9.1 CODE (re-check on a verl upgrade):
+- `visurf_actor_loss` mirrors `verl.workers.utils.losses.ppo_loss` line for line (global batch
+  info, metric aggregation, entropy and KL terms, metric keys) around the GT-aware policy term;
+- `_clipped_surrogate` mirrors the dual-clip surrogate of `verl.trainer.ppo.core_algos.
+  compute_policy_loss_vanilla`.
+`tests/test_visurf_policy_loss.py` checks both against verl's own functions on GT-free batches
+(`test_actor_loss_is_verl_ppo_loss_without_gt_variant`, `test_registered_loss_equals_verl_vanilla`).
 """
 
 from __future__ import annotations
@@ -27,18 +35,13 @@ from verl.workers.config import ActorConfig
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-__all__ = ["GT_LOSSES", "compute_policy_loss_visurf", "visurf_actor_loss", "visurf_policy_loss_terms"]
+from verl_ext.visurf import columns as C
+from verl_ext.visurf.config import GT_LOSSES
 
-GT_LOSSES = ("ppo_clip", "luffy_shaping", "sft")
+__all__ = ["compute_policy_loss_visurf", "visurf_actor_loss", "visurf_policy_loss_terms"]
+
 LOG_RATIO_CLAMP = 20.0  # verl clamps log(π/π_old) to ±20 before exp (compute_policy_loss_vanilla)
 _SURROGATE_LOSS_MODES = ("vanilla", "visurf")  # verl loss modes whose rollout term the GT variants reproduce
-
-
-def _check_gt_loss(gt_loss: str, luffy_gamma: float) -> None:
-    if gt_loss not in GT_LOSSES:
-        raise ValueError(f"visurf.gt_loss must be one of {GT_LOSSES}, got {gt_loss!r}")
-    if not luffy_gamma > 0:
-        raise ValueError(f"visurf.luffy_gamma must be > 0, got {luffy_gamma!r}")
 
 
 def _clipped_surrogate(
@@ -112,7 +115,10 @@ def visurf_policy_loss_terms(
         pg_metrics: `(dict[str, torch.Tensor])` detached scalars "actor/pg_clipfrac", "actor/ppo_kl",
             "actor/pg_clipfrac_lower" (verl's keys; clip fractions over the clipped-surrogate tokens).
     """
-    _check_gt_loss(gt_loss, luffy_gamma)
+    if gt_loss not in GT_LOSSES:  # the config was validated at start-up (VisurfConfig); direct callers here
+        raise ValueError(f"gt_loss must be one of {GT_LOSSES}, got {gt_loss!r}")
+    if not luffy_gamma > 0:
+        raise ValueError(f"luffy_gamma must be > 0, got {luffy_gamma!r}")
     pg_losses, negative_approx_kl, clipped_high, clipped_lower = _clipped_surrogate(
         old_log_prob, log_prob, advantages, clip_ratio_low, clip_ratio_high, clip_ratio_c
     )
@@ -204,9 +210,9 @@ def _is_gt_rows(data: TensorDict) -> torch.Tensor | None:
 
     The column arrives as a tensor, a tensordict non-tensor stack / list of bools, or a numpy array.
     """
-    if "is_gt" not in data.keys():
+    if C.IS_GT not in data.keys():
         return None
-    value = data["is_gt"]
+    value = data[C.IS_GT]
     if isinstance(value, torch.Tensor):
         rows = value.reshape(-1).to(torch.bool)
     else:
@@ -226,6 +232,8 @@ def visurf_actor_loss(
     luffy_gamma: float = 0.1,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Full actor loss with the GT-row variant `gt_loss`: verl's `ppo_loss` with a GT-aware policy term.
+
+    MIRROR of verl 0.9.1 `verl.workers.utils.losses.ppo_loss` (see the module docstring).
 
     L = L_pg(gt_loss) − entropy_coeff · H + kl_loss_coef · KL(π‖π_ref)   (as verl's `ppo_loss`)
 
@@ -247,7 +255,6 @@ def visurf_actor_loss(
         policy_loss: `(torch.Tensor)` scalar.
         metrics: `(dict)` verl's actor metrics ("actor/pg_loss", "actor/pg_clipfrac", ...).
     """
-    _check_gt_loss(gt_loss, luffy_gamma)
     is_gt = _is_gt_rows(data)
     if gt_loss == "ppo_clip" or is_gt is None:
         return ppo_loss(config, model_output, data, dp_group)

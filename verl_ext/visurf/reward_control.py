@@ -1,32 +1,28 @@
-"""Reward control (METHOD.md §3): GT alignment, the GT thinking-reward switch, reward smoothing.
+"""GT rendering (METHOD.md §3.1): the text of the GT member of a group.
 
 - `align_gt`: the GT response text in rollout style (§3.1).
-- `smooth_gt_rewards`: r_gt := mean of the rollouts when a rollout already matches the GT (§3.3).
-- `RewardControl`: the switches of all three strategies (§3.1-3.3), read from the `visurf:`
-  config block. The GT thinking-reward elimination itself (§3.2) is applied by the reward
-  manager, which reads `RewardControl.gt_thinking_reward`.
+- `gt_response`: `align_gt`, or the raw label in the template when alignment is off (the
+  "no alignment" ablation); `VisurfConfig.gt_response` calls it with the config's switches.
+
+The switches of all three strategies are fields of `verl_ext.visurf.config.VisurfConfig`;
+reward smoothing (§3.3) is part of the group step, `verl_ext.visurf.group_step`; the GT
+thinking-reward elimination (§3.2) is applied by the task scorers for rows flagged `is_gt`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
-
-import numpy as np
-import torch
+from typing import Any
 
 from verl_ext.constants import ANSWER_TEMPLATE, BBOX_KEY, FRAME, POINT_KEY, TASKS
-from verl_ext.visurf.groups import group_ids
+from verl_ext.visurf.config import ANSWER_FIELD as _ANSWER_FIELD
+from verl_ext.visurf.config import check_template as _check_template
 
-__all__ = ["RewardControl", "align_gt", "smooth_gt_rewards"]
+__all__ = ["align_gt", "gt_response"]
 
 OBJECT_TASKS = ("grounding", "anomaly", "lesion")  # answer: list of {bbox_2d, point_2d} objects
-GT_THINKING_REWARDS = ("zero", "full")
-_ANSWER_FIELD = "{answer}"
 _LABEL_REPR_CHARS = 200  # a bad label is quoted in the error message up to this many characters
 
 
@@ -102,11 +98,6 @@ def _gui_answer(objects: list[dict[str, list[int]]]) -> list[dict[str, list[int]
     return [{POINT_KEY: obj[POINT_KEY]}]
 
 
-def _check_template(template: str) -> None:
-    if not isinstance(template, str) or template.count(_ANSWER_FIELD) != 1:
-        raise ValueError(f"answer template must contain {_ANSWER_FIELD} exactly once, got {template!r}")
-
-
 def _label_repr(ground_truth: Any) -> str:
     text = repr(ground_truth)
     return text if len(text) <= _LABEL_REPR_CHARS else text[: _LABEL_REPR_CHARS - 3] + "..."
@@ -154,104 +145,13 @@ def align_gt(ground_truth: str, task: str, template: str = ANSWER_TEMPLATE) -> s
 
 
 # --------------------------------------------------------------------------------------------
-# §3.3 Reward smoothing
+# The GT response under the alignment switch
 # --------------------------------------------------------------------------------------------
-def smooth_gt_rewards(scores: torch.Tensor, index: Any, is_gt: Any, match_scores: torch.Tensor | None = None) -> torch.Tensor:
-    """Reward smoothing per group (METHOD.md §3.3): Â_gt becomes 0 when the GT adds nothing.
-
-    r_gt := mean(r_1..r_G)  if max(m_1..m_G) >= m_gt  (r_i: the group's non-GT rows)
-
-    ``m`` = ``match_scores`` (default: ``scores``, i.e. the literal ``max r_i >= r_gt``) is the
-    reward used to decide whether a rollout already matches the GT; the new r_gt is always the
-    mean of the full rollout rewards, so Â_gt = 0 exactly. The recipe passes the rewards
-    without the thinking-format component when the GT's thinking reward is eliminated
-    (METHOD §3.2): a well-formatted but wrong rollout must not "match" a GT that cannot earn
-    that component (for math it would tie the GT, 1 vs 1, and cancel the SFT signal exactly
-    when every rollout fails).
-
-    Applied to every GT row of a group independently; groups without a GT row, or without any
-    rollout, are returned unchanged. Vectorised over the batch (no Python loop over rows).
-
-    Args:
-        scores: `(torch.Tensor)` shape (bs,), outcome reward per row.
-        index: `(np.ndarray | list | torch.Tensor)` shape (bs,), group label per row (`uid`).
-        is_gt: `(torch.Tensor | np.ndarray | list)` shape (bs,), True on GT rows.
-        match_scores: `(torch.Tensor | None)` shape (bs,), rewards compared to decide a match.
-
-    Returns:
-        `(torch.Tensor)` shape (bs,), a new tensor (same dtype/device as `scores`).
-    """
-    if scores.dim() != 1:
-        raise ValueError(f"scores must be 1-D (one outcome reward per row), got shape {tuple(scores.shape)}")
-    gt = torch.as_tensor(np.asarray(is_gt, dtype=bool) if not isinstance(is_gt, torch.Tensor) else is_gt)
-    gt = gt.to(device=scores.device, dtype=torch.bool).reshape(-1)
-    gid, n_groups = group_ids(index, device=scores.device)
-    if not (gt.numel() == gid.numel() == scores.numel()):
-        raise ValueError(f"scores, index and is_gt differ in length: {scores.numel()}, {gid.numel()}, {gt.numel()}")
-
-    match = (scores if match_scores is None else match_scores.reshape(-1)).to(torch.float64)
-    if match.numel() != scores.numel():
-        raise ValueError(f"match_scores has {match.numel()} rows, scores {scores.numel()}")
-    rollout = ~gt
-    r_gid, r_scores = gid[rollout], scores[rollout].to(torch.float64)
-    n_rollouts = torch.bincount(r_gid, minlength=n_groups)
-    r_mean = torch.zeros(n_groups, dtype=torch.float64, device=scores.device).index_add_(0, r_gid, r_scores)
-    r_mean = r_mean / n_rollouts.clamp_min(1)
-    r_max = torch.full_like(r_mean, -torch.inf).scatter_reduce_(0, r_gid, match[rollout], reduce="amax")
-
-    smooth = gt & (n_rollouts[gid] > 0) & (r_max[gid] >= match)
-    return torch.where(smooth, r_mean[gid].to(scores.dtype), scores)
-
-
-# --------------------------------------------------------------------------------------------
-# The switches
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RewardControl:
-    """The three reward-control strategies of METHOD.md §3, each independently switchable.
-
-    Args:
-        align: render the GT in rollout style with `align_gt` (§3.1); False: the stripped raw
-            label inside `gt_template` (the "no alignment" ablation).
-        gt_template: answer template wrapping the GT answer; contains `{answer}` once.
-        gt_thinking_reward: the GT's thinking-format component (§3.2), never measured (the GT
-            has no reasoning): "zero" gives it 0, "full" credits the full point. Smoothing and
-            all_fail compare like with like (without the component under "zero").
-        smoothing: r_gt := rollout mean when a rollout matches or beats the GT (§3.3).
-    """
-
-    align: bool = True
-    gt_template: str = ANSWER_TEMPLATE
-    gt_thinking_reward: Literal["zero", "full"] = "zero"
-    smoothing: bool = True
-
-    def __post_init__(self):
-        for name in ("align", "smoothing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"visurf.{name} must be a bool, got {getattr(self, name)!r}")
-        _check_template(self.gt_template)
-        if self.gt_thinking_reward not in GT_THINKING_REWARDS:
-            raise ValueError(
-                f"visurf.gt_thinking_reward must be one of {GT_THINKING_REWARDS}, got {self.gt_thinking_reward!r}"
-            )
-
-    @classmethod
-    def from_config(cls, config: Mapping | Any | None) -> RewardControl:
-        """Build from the `visurf:` config block (dict or OmegaConf); other keys are ignored.
-
-        Missing keys keep their defaults; `None` gives all defaults.
-        """
-        if config is None:
-            return cls()
-        if not isinstance(config, Mapping):  # DictConfig is a Mapping (interpolations resolve on access)
-            raise ValueError(f"reward-control config must be a mapping, got {type(config).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in dict(config).items() if k in fields})
-
-    def gt_response(self, ground_truth: str, task: str) -> str:
-        """The GT response text for a label: `align_gt` when `align`, else the raw label in the template."""
-        if self.align:
-            return align_gt(ground_truth, task, self.gt_template)
-        if not isinstance(ground_truth, str) or not ground_truth.strip():
-            raise ValueError(f"bad {task} label {_label_repr(ground_truth)}: must be a non-empty str")
-        return self.gt_template.replace(_ANSWER_FIELD, ground_truth.strip())
+def gt_response(ground_truth: Any, task: str, *, align: bool = True, template: str = ANSWER_TEMPLATE) -> str:
+    """The GT response text for a label: `align_gt` when `align`, else the raw label in the
+    template (the "no alignment" ablation). ValueError (the label quoted) for a bad label."""
+    if align:
+        return align_gt(ground_truth, task, template)
+    if not isinstance(ground_truth, str) or not ground_truth.strip():
+        raise ValueError(f"bad {task} label {_label_repr(ground_truth)}: must be a non-empty str")
+    return template.replace(_ANSWER_FIELD, ground_truth.strip())

@@ -1,0 +1,183 @@
+"""The typed ``visurf:`` config block, its valid option values, and the start-up checks.
+
+``recipe/visurf/config/visurf_trainer.yaml`` gives the block ``_target_:
+verl_ext.visurf.config.VisurfConfig``, the way verl types its own blocks (``algorithm:`` ->
+``AlgoConfig``), so every consumer builds it with verl's ``omega_conf_to_dataclass`` and reads
+typed fields. ``__post_init__`` validates every value; ``check_verl_combination`` rejects the
+verl settings under which a ViSurf run would silently train something else. The recipe runs both
+once, in ``recipe.visurf.main_visurf.prepare_config``, before ray starts (and the dry run reuses it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from verl.base_config import BaseConfig
+
+from verl_ext.constants import ANSWER_TEMPLATE
+
+__all__ = [
+    "ANSWER_FIELD",
+    "GT_LOSSES",
+    "GT_THINKING_REWARDS",
+    "INJECT_WHEN",
+    "VisurfConfig",
+    "check_template",
+    "check_verl_combination",
+    "visurf_config",
+]
+
+# the valid option values (the one list each; error messages and docs quote these)
+INJECT_WHEN = ("always", "all_fail")
+GT_THINKING_REWARDS = ("zero", "full")
+GT_LOSSES = ("ppo_clip", "luffy_shaping", "sft")
+ANSWER_FIELD = "{answer}"
+
+
+def check_template(template: Any) -> None:
+    """ValueError unless ``template`` is a str containing ``{answer}`` exactly once."""
+    if not isinstance(template, str) or template.count(ANSWER_FIELD) != 1:
+        raise ValueError(f"answer template must contain {ANSWER_FIELD} exactly once, got {template!r}")
+
+
+def _one_of(name: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ValueError(f"visurf.{name} must be one of {options}, got {value!r}")
+
+
+@dataclass
+class VisurfConfig(BaseConfig):
+    """The ``visurf:`` block: every switch of METHOD.md (§1-§3, §6).
+
+    Args:
+        enable: True: ViSurf (G sampled rollouts + the GT per group, ``rollout.n = G + 1``);
+            False: plain GRPO on the same data and rewards.
+        inject_when: "always": every group with a usable label gets its GT member; "all_fail":
+            the GT takes part only in groups where no rollout solved the task (its accuracy
+            component below the task's success threshold, ``verl_ext.constants.TASK_SUCCESS_ACCURACY``);
+            elsewhere it leaves the group (advantage 0, no gradient).
+        align: render the GT in rollout style with ``align_gt`` (§3.1); False: the stripped raw
+            label inside ``gt_template`` (the "no alignment" ablation).
+        gt_template: answer template wrapping the GT answer; contains ``{answer}`` once.
+        gt_thinking_reward: the GT's thinking-format component (§3.2), never measured (the GT has
+            no reasoning): "zero" gives it 0, "full" credits the full point. Smoothing compares
+            like with like (without the component under "zero").
+        smoothing: r_gt := rollout mean when a rollout matches or beats the GT (§3.3).
+        gt_loss: the loss on GT rows: "ppo_clip" (the paper), "luffy_shaping" (−Â·π/(π+γ), no
+            clip) or "sft" (−Â·log π); rollout rows always use the clipped surrogate.
+        luffy_gamma: γ > 0 of the LUFFY shaping.
+        num_rollouts: G, the sampled rollouts per prompt; derived by the recipe from the user's
+            ``actor_rollout_ref.rollout.n`` (None until then).
+    """
+
+    enable: bool = True
+    inject_when: str = "always"
+    align: bool = True
+    gt_template: str = ANSWER_TEMPLATE
+    gt_thinking_reward: str = "zero"
+    smoothing: bool = True
+    gt_loss: str = "ppo_clip"
+    luffy_gamma: float = 0.1
+    num_rollouts: Optional[int] = None
+    _target_: str = "verl_ext.visurf.config.VisurfConfig"
+
+    def __post_init__(self):
+        for name in ("enable", "align", "smoothing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"visurf.{name} must be True or False, got {getattr(self, name)!r}")
+        _one_of("inject_when", self.inject_when, INJECT_WHEN)
+        _one_of("gt_thinking_reward", self.gt_thinking_reward, GT_THINKING_REWARDS)
+        _one_of("gt_loss", self.gt_loss, GT_LOSSES)
+        check_template(self.gt_template)
+        gamma = self.luffy_gamma
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+            raise ValueError(f"visurf.luffy_gamma must be a number > 0, got {gamma!r}")
+        if self.num_rollouts is not None and (isinstance(self.num_rollouts, bool) or self.num_rollouts < 1):
+            raise ValueError(f"visurf.num_rollouts (G) must be >= 1, got {self.num_rollouts!r}")
+
+    def gt_response(self, ground_truth: Any, task: str) -> str:
+        """The GT response text for a label under these switches (``reward_control.gt_response``)."""
+        from verl_ext.visurf.reward_control import gt_response
+
+        return gt_response(ground_truth, task, align=self.align, template=self.gt_template)
+
+
+def visurf_config(node: Any = None) -> VisurfConfig:
+    """The typed block from the ``visurf:`` node (DictConfig / dict / VisurfConfig; None: defaults),
+    through verl's ``omega_conf_to_dataclass`` as verl builds its own typed blocks."""
+    if isinstance(node, VisurfConfig):
+        return node
+    from omegaconf import DictConfig, OmegaConf
+    from verl.utils.config import omega_conf_to_dataclass
+
+    if node is None:
+        return VisurfConfig()
+    if isinstance(node, DictConfig):  # resolve interpolations against the whole config first
+        node = OmegaConf.to_container(node, resolve=True)
+    return omega_conf_to_dataclass(node, VisurfConfig)
+
+
+def _get(config: Any, dotted: str, default: Any = None) -> Any:
+    node = config
+    for key in dotted.split("."):
+        if node is None or not hasattr(node, "get"):
+            return default
+        node = node.get(key)
+    return default if node is None else node
+
+
+def check_verl_combination(config: Any, num_rollouts: int) -> None:
+    """The verl settings a ViSurf run (``visurf.enable=True``) cannot train correctly with.
+
+    ValueError naming the setting and what to change, for:
+
+    * ``algorithm.adv_estimator`` other than ``visurf``: e.g. ``grpo`` gives a GT that
+      ``inject_when=all_fail`` switched off (alone in its group) Â = r − 0, the largest advantage
+      in the batch;
+    * ``algorithm.use_kl_in_reward=True``: the KL penalty moves every row's reward after
+      smoothing, so a smoothed GT no longer has Â_gt = 0;
+    * ``data.train_batch_size × (G+1)`` not divisible by ``actor_rollout_ref.rollout.agent.num_workers``
+      (verl splits the generation batch evenly over the agent-loop workers);
+    * rollout-correction bypass mode (π_old := sampler log-probs; GT rows are teacher-forced and
+      have none);
+    * a colocated reward model scoring after generation (smoothing and all_fail run on the rewards
+      the agent loops return).
+
+    Args:
+        config: the whole trainer config (DictConfig or dict).
+        num_rollouts: G, sampled rollouts per prompt (the GT copy makes G + 1).
+    """
+    estimator = _get(config, "algorithm.adv_estimator")
+    if estimator != "visurf":
+        raise ValueError(
+            f"visurf.enable=True needs algorithm.adv_estimator=visurf, got {estimator!r}: other estimators do "
+            "not treat the GT member as ViSurf does (under grpo a switched-off GT alone in its group gets "
+            "A = r). Set algorithm.adv_estimator=visurf, or visurf.enable=False for plain GRPO."
+        )
+    if _get(config, "algorithm.use_kl_in_reward", False):
+        raise ValueError(
+            "visurf.enable=True cannot run with algorithm.use_kl_in_reward=True: the in-reward KL penalty "
+            "changes rewards after reward smoothing, so a smoothed GT no longer gets advantage 0. Set "
+            "algorithm.use_kl_in_reward=False (for a KL term use actor_rollout_ref.actor.use_kl_loss=True)."
+        )
+    batch = int(_get(config, "data.train_batch_size", 0))
+    workers = int(_get(config, "actor_rollout_ref.rollout.agent.num_workers", 1))
+    rows = batch * (num_rollouts + 1)
+    if workers < 1 or rows % workers:
+        divisors = [d for d in range(1, min(rows, 64) + 1) if rows % d == 0]
+        raise ValueError(
+            f"visurf.enable=True generates data.train_batch_size x (G+1) = {batch} x {num_rollouts + 1} = {rows} "
+            f"rows per step, which verl cannot split evenly over actor_rollout_ref.rollout.agent.num_workers="
+            f"{workers} agent-loop workers. Set actor_rollout_ref.rollout.agent.num_workers to a divisor of "
+            f"{rows} (e.g. {divisors[-3:]}) or change data.train_batch_size."
+        )
+    if _get(config, "algorithm.rollout_correction.bypass_mode", False):
+        raise ValueError("visurf.enable=True cannot run with algorithm.rollout_correction.bypass_mode=True: "
+                         "GT rows are teacher-forced and have no sampler log-probs to use as pi_old. "
+                         "Set algorithm.rollout_correction.bypass_mode=False.")
+    if _get(config, "reward.reward_model.enable", False) and not _get(config, "reward.reward_model.enable_resource_pool",
+                                                                     False):
+        raise ValueError("visurf.enable=True with reward.reward_model.enable=True needs "
+                         "reward.reward_model.enable_resource_pool=True: smoothing and all_fail run on the "
+                         "rewards the agent loops return, before verl's colocated reward pass")
