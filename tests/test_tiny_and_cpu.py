@@ -107,6 +107,7 @@ def test_hf_server_generates_with_images_never_samples_vision_tokens_and_syncs_w
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from verl_ext.cpu.hf_rollout import HFRolloutServer, vision_token_ids
+    from verl_ext.model_inputs import build_model_inputs
 
     server = HFRolloutServer(str(tiny_model_dir), response_length=24)
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
@@ -122,11 +123,9 @@ def test_hf_server_generates_with_images_never_samples_vision_tokens_and_syncs_w
     assert all(lp <= 0 for lp in out.log_probs)
     # greedy log-probs of the server equal a teacher-forced forward of the same model (3-D rope, image)
     greedy = asyncio.run(server.generate(prompt_ids, {"temperature": 0, "max_tokens": 6}, "r1", image_data=[image]))
-    full = processor(text=[text], images=[image], return_tensors="pt")
-    ids = torch.tensor([prompt_ids + greedy.token_ids])
+    full = build_model_inputs(processor, prompt_ids + greedy.token_ids, [image])  # incl. mm_token_type_ids
     with torch.no_grad():
-        logits = server.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=full["pixel_values"],
-                              image_grid_thw=full["image_grid_thw"]).logits[0, len(prompt_ids) - 1:-1]
+        logits = server.model(**full).logits[0, len(prompt_ids) - 1:-1]
     logits[:, sorted(blocked)] = -float("inf")
     forced = torch.log_softmax(logits, -1).gather(-1, torch.tensor(greedy.token_ids)[:, None]).squeeze(-1)
     torch.testing.assert_close(torch.tensor(greedy.log_probs), forced, atol=1e-4, rtol=1e-4)

@@ -6,8 +6,10 @@ syncs trainer weights into the server after each step. vllm/sglang need a GPU; t
 provides the same two halves with plain ``transformers``:
 
 * ``HFRolloutServer`` — a ray actor holding a Qwen2.5-VL (any ``AutoModelForImageTextToText``)
-  and its processor. ``generate`` runs HF ``generate`` with the images' ``pixel_values`` /
-  ``image_grid_thw`` (the model computes the 3-D rope positions itself), returns the sampled
+  and its processor. ``generate`` runs HF ``generate`` on the complete model inputs of
+  ``verl_ext.model_inputs.build_model_inputs`` (``pixel_values``, ``image_grid_thw`` and
+  ``mm_token_type_ids``, from which the model builds the same 3-D rope positions as verl's
+  actor and a plain ``model.generate(**processor(...))``), returns the sampled
   ids and their log-probs under the *sampling* distribution (temperature applied, like
   vllm), and never samples vision special tokens (a random tiny model otherwise emits
   ``<|image_pad|>`` and the next actor forward fails on an image-token count mismatch).
@@ -27,6 +29,8 @@ import ray
 import torch
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY, BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
+
+from verl_ext.model_inputs import build_model_inputs
 
 logger = logging.getLogger(__name__)
 ROLLOUT_NAME = "hf"
@@ -141,12 +145,7 @@ class HFRolloutServer:
                        image_data: Optional[list[Any]] = None, video_data=None, **kwargs) -> TokenOutput:
         if video_data:
             raise NotImplementedError("the CPU hf rollout handles images only, not video")
-        inputs = {"input_ids": torch.tensor([prompt_ids]),
-                  "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long)}
-        if image_data:
-            pixels = self.processor.image_processor(images=image_data, return_tensors="pt")
-            inputs["pixel_values"] = pixels["pixel_values"]
-            inputs["image_grid_thw"] = pixels["image_grid_thw"]
+        inputs = build_model_inputs(self.processor, prompt_ids, image_data)
         gen_kwargs = self._generation_kwargs(sampling_params)
         async with self._lock:
             token_ids, log_probs = await asyncio.to_thread(self._generate, inputs, gen_kwargs)

@@ -25,8 +25,8 @@ CPU_ENV: dict[str, str] = {
     "OMP_NUM_THREADS": "1",  # 2 cores shared by trainer, rollout server and agent loops
 }
 
-# verl config a CPU run needs (no flash-attn, FSDP2 on CPU params, the hf rollout, the classic
-# trainer, one agent-loop / reward worker: on 2 cores more workers only add start-up time).
+# verl config a CPU run needs (no flash-attn, FSDP2 on CPU params in fp32, the hf rollout, the
+# classic trainer, one agent-loop / reward worker: on 2 cores more workers only add start-up time).
 CPU_CONFIG: dict[str, object] = {
     "trainer.use_v1": False,
     "actor_rollout_ref.rollout.name": "hf",
@@ -35,6 +35,11 @@ CPU_CONFIG: dict[str, object] = {
     "actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
     "actor_rollout_ref.actor.strategy": "fsdp2",
     "actor_rollout_ref.ref.strategy": "fsdp2",
+    # fp32 actor and reference (verl's FSDP default computes in bf16): the hf rollout samples in
+    # fp32, so a bf16 actor puts rollout-vs-actor log-probs ~1e-2 apart; fp32 makes them agree to
+    # ~1e-6 and on CPU is no slower. GPU runs keep verl's bf16 (these keys apply on CPU only).
+    **{f"actor_rollout_ref.{role}.fsdp_config.mixed_precision.{key}": "fp32"
+       for role in ("actor", "ref") for key in ("param_dtype", "reduce_dtype", "buffer_dtype")},
     "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
     "actor_rollout_ref.rollout.agent.num_workers": 1,
     "reward.num_workers": 1,
