@@ -64,7 +64,7 @@ from recipe.visurf import eval_backends as B
 from recipe.visurf import eval_scoring as S
 from verl_ext import metrics as M
 from verl_ext.constants import FRAME, build_prompt, task_of
-from verl_ext.eval_protocols import BBOX_ACC_RULES, MATH_PROTOCOLS, NON_OBJECT_RULES, EvalProtocol
+from verl_ext.eval_protocols import MATH_PROTOCOLS, NON_OBJECT_RULES, EvalProtocol
 
 logger = logging.getLogger("visurf.evaluate")
 
