@@ -221,6 +221,34 @@ def test_server_samples_the_tokens_model_generate_samples(case):
     assert out.token_ids == ref_ids, (processor.decode(out.token_ids), processor.decode(ref_ids))
 
 
+# ----------------------------------------------------------------------------- fp32 on CPU
+def _mixed_precision(config, role: str):
+    return config.actor_rollout_ref[role].fsdp_config.get("mixed_precision")
+
+
+def test_cpu_runs_default_to_fp32_actor_and_ref_gpu_runs_keep_verls_bf16(monkeypatch):
+    from recipe.visurf.dry_run import compose_rl
+    from recipe.visurf.main_visurf import prepare_config
+    from verl_ext.cpu.launcher import CPU_ENV
+
+    for key in [*CPU_ENV, "PYTHONPATH"]:  # prepare_env sets them in this process: restore afterwards
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+        monkeypatch.delenv(key)
+    config = prepare_config(compose_rl([]))
+    assert _mixed_precision(config, "actor") is None and _mixed_precision(config, "ref") is None  # verl: bf16
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    fp32 = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+    config = prepare_config(compose_rl([]))
+    assert _mixed_precision(config, "actor") == fp32 and _mixed_precision(config, "ref") == fp32
+    # a user's own setting wins, whether given as the whole node or as one leaf
+    node = "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:bf16}"
+    config = prepare_config(compose_rl([node]), user_keys={"actor_rollout_ref.actor.fsdp_config.mixed_precision"})
+    assert _mixed_precision(config, "actor") == {"param_dtype": "bf16"} and _mixed_precision(config, "ref") == fp32
+    leaf = "actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype"
+    config = prepare_config(compose_rl([f"+{leaf}=bf16"]), user_keys={leaf})
+    assert _mixed_precision(config, "ref") == {"param_dtype": "bf16", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+
+
 # ----------------------------------------------------------------------------- verl's actor
 def test_verl_actor_old_log_probs_equal_a_full_input_forward(case, trained_dir, tmp_path):
     """verl's actor (recipe CPU settings: FSDP2, sdpa, no remove-padding, fp32 mixed precision)

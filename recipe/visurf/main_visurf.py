@@ -38,6 +38,12 @@ def _user_overrides() -> set[str]:
     return {o.split("=", 1)[0].lstrip("+~") for o in task}
 
 
+def _user_set(key: str, user_keys: set[str]) -> bool:
+    """Whether the user set ``key``, a config node above it or one below it (e.g.
+    ``...fsdp_config.mixed_precision={param_dtype:bf16}`` covers ``...mixed_precision.param_dtype``)."""
+    return any(k == key or key.startswith(k + ".") or k.startswith(key + ".") for k in user_keys)
+
+
 def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> DictConfig:
     """Validate the ``visurf:`` block and resolve the recipe's derived settings in place.
 
@@ -89,7 +95,7 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
             from verl_ext.cpu.launcher import CPU_CONFIG, ray_init_config
 
             for key, value in CPU_CONFIG.items():
-                if key not in user_keys:
+                if not _user_set(key, user_keys):
                     OmegaConf.update(config, key, value, force_add=True)
             ray_init = config.ray_kwargs.ray_init
             cpu_ray = ray_init_config()
