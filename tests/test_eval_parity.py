@@ -329,7 +329,7 @@ ANOMALY_CASES = [  # (answer, label anomalous, score public, score strict)
     ("garbage", True, 0, 0),  # wrong under both
     ([{"point_2d": [1, 1]}], False, 0, 1),
     ([{"point_2d": [1, 1]}], True, 0, 0),
-    ([{"bbox_2d": [1, 1, 5, 5]}], False, 1, 1),  # boxes without points still say "anomalous"
+    ([{"bbox_2d": [1, 1, 5, 5]}], False, 1, 1),  # boxes, no points: anomalous (public SAM step: EVALUATION.md)
     (_resp([]).replace("[]", "[] extra"), False, 0, 1),  # not JSON
 ]
 
