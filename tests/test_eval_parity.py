@@ -190,6 +190,10 @@ ACC_CASES = [  # (samples, N-Acc, T-Acc); None = not reported
     ([NT_OK, NT_MISS, T_OK, T_OK, T_MISS], 0.5, 2 / 3),
     ([T_OK, T_MISS], None, None),  # no non-object sample: neither is reported
     ([NT_OK, NT_OK, NT_OK, T_MISS, T_MISS, T_MISS, T_OK], 1.0, 1 / 4),
+    ([NT_MISS, NT_MISS, T_OK], 0.0, 1.0),
+    ([NT_OK, NT_MISS, NT_MISS, NT_MISS, T_OK, T_MISS], 0.25, 0.5),
+    ([NT_OK, T_OK, T_OK, T_OK, T_OK, T_MISS], 1.0, 0.8),
+    ([NT_MISS, T_MISS], 0.0, 0.0),
 ]
 
 
