@@ -55,7 +55,7 @@ def test_align_gui_point_from_label():
 
 
 def test_align_gui_needs_the_element_point():
-    with pytest.raises(ValueError, match="no point_2d"):
+    with pytest.raises(ValueError, match="point_missing"):
         align_gt('[{"bbox_2d": [10, 100, 201, 211]}]', "gui")
 
 
@@ -78,25 +78,22 @@ def test_align_round_trips_rollout_json():
 
 @pytest.mark.parametrize(
     ("label", "task", "what"),
-    [
+    [  # the messages are the task scorer's own (verl_ext.rewards.labels / parsing.parse_label)
         ("[{bbox_2d: 1}]", "grounding", "not valid JSON"),
-        ('{"bbox_2d": [1, 2, 3, 4]}', "grounding", "JSON list"),
-        ("[[1, 2, 3, 4]]", "anomaly", "object 0 must be a JSON object"),
-        ('[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}]', "grounding", "unknown keys"),
-        ("[{}]", "lesion", "neither bbox_2d nor point_2d"),
-        ('[{"bbox_2d": [1, 2, 3]}]', "grounding", "list of 4 numbers"),
-        ('[{"point_2d": [1, 2, 3]}]', "grounding", "list of 2 numbers"),
-        ('[{"bbox_2d": [1, 2, 3, NaN]}]', "grounding", "finite numbers"),
-        ('[{"bbox_2d": [1, 2, 3, true]}]', "grounding", "finite numbers"),
-        ('[{"bbox_2d": [1, 2, "3", 4]}]', "grounding", "finite numbers"),
-        ('[{"bbox_2d": [-1, 2, 3, 4]}]', "grounding", "outside the 840x840 frame"),
-        (f'[{{"point_2d": [1, {FRAME + 1}]}}]', "grounding", "outside the 840x840 frame"),
-        ('[{"bbox_2d": [30, 2, 3, 4]}]', "grounding", "x1 <= x2"),
-        ('[{"point_2d": [1, 2]}, {"point_2d": [3, 4]}]', "gui", "exactly one object"),
-        ("[]", "gui", "exactly one object"),
-        ("   ", "math", "empty math answer"),
-        (["B"], "math", "must be a str"),
-        (None, "grounding", "must be a str"),
+        ('"[1, 2]"', "grounding", "JSON list"),
+        ("[[1, 2, 3, 4]]", "anomaly", "object_not_dict"),
+        ("[{}]", "lesion", "bbox_missing, point_missing"),
+        ('[{"bbox_2d": [1, 2, 3], "point_2d": [1, 2]}]', "grounding", "bbox_wrong_length"),
+        ('[{"bbox_2d": [1, 2, 3, 4], "point_2d": [1, 2, 3]}]', "grounding", "point_wrong_length"),
+        ('[{"bbox_2d": [1, 2, 3, NaN], "point_2d": [1, 2]}]', "grounding", "bbox_non_finite"),
+        ('[{"bbox_2d": [1, 2, 3, true], "point_2d": [1, 2]}]', "grounding", "bbox_wrong_type"),
+        ('[{"bbox_2d": [1, 2, "3", 4], "point_2d": [1, 2]}]', "grounding", "bbox_wrong_type"),
+        ('[{"bbox_2d": [1, 2, 3, 4], "point_2d": [1, 2]}, {"bbox_2d": [1, 2, 3, 4], "point_2d": [3, 4]}]', "gui",
+         "exactly one element"),
+        ("[]", "gui", "exactly one element"),
+        ("   ", "math", "no label"),
+        (None, "grounding", "no label"),
+        (7, "grounding", "a list of objects or one object"),
     ],
 )
 def test_align_bad_label_names_label_and_problem(label, task, what):
@@ -106,9 +103,26 @@ def test_align_bad_label_names_label_and_problem(label, task, what):
     assert repr(label) in str(err.value)
 
 
+@pytest.mark.parametrize(("label", "aligned"), [
+    # what the scorer does with such a label, the renderer does too: clip to [0, FRAME], reorder corners
+    ('[{"bbox_2d": [-1, 2, 3, 4], "point_2d": [1, 2]}]', '[{"bbox_2d": [0, 2, 3, 4], "point_2d": [1, 2]}]'),
+    (f'[{{"bbox_2d": [1, 2, 3, {FRAME + 60}], "point_2d": [1, {FRAME + 1}]}}]',
+     f'[{{"bbox_2d": [1, 2, 3, {FRAME}], "point_2d": [1, {FRAME}]}}]'),
+    ('[{"bbox_2d": [30, 2, 3, 4], "point_2d": [5, 3]}]', '[{"bbox_2d": [3, 2, 30, 4], "point_2d": [5, 3]}]'),
+    ('[{"bbox_2d": [1, 2, 3, 4], "point_2d": [1, 2], "label": "cat"}]',  # other keys: ignored by both
+     '[{"bbox_2d": [1, 2, 3, 4], "point_2d": [1, 2]}]'),
+    (["B"], None),  # math: a list label is its JSON text, as the math scorer reads it
+])
+def test_align_normalises_labels_as_the_scorer_reads_them(label, aligned):
+    if aligned is None:
+        assert align_gt(label, "math") == '<answer>["B"]</answer>'
+    else:
+        assert align_gt(label, "grounding") == f"<answer>{aligned}</answer>"
+
+
 def test_align_bad_label_repr_is_truncated():
     label = "[" + ", ".join(['{"bbox_2d": [1, 2, 3]}'] * 100) + "]"
-    with pytest.raises(ValueError, match=r"\.\.\.: object 0: bbox_2d must be a list of 4 numbers") as err:
+    with pytest.raises(ValueError, match=r"\.\.\.: invalid label object\(s\): bbox_wrong_length") as err:
         align_gt(label, "grounding")
     assert len(str(err.value)) < 400
 

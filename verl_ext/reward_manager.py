@@ -38,7 +38,7 @@ from verl_ext.rewards import compute_score as default_compute_score
 from verl_ext.visurf import columns as C
 from verl_ext.visurf.config import visurf_config
 
-__all__ = ["ViSurfRewardManager"]
+__all__ = ["ViSurfRewardManager", "score_row"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,30 @@ def _cfg_get(node: Any, *keys: str, default: Any = None) -> Any:
             return default
         node = node.get(key)
     return default if node is None else node
+
+
+def score_row(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
+              is_gt: bool, gt_thinking_reward: str) -> dict:
+    """Score one row with a verl-signature reward function: ``compute_score(data_source=...,
+    solution_str=..., ground_truth=..., extra_info=...)``, ``extra_info`` being the row's own plus
+    ``is_gt`` and ``gt_thinking_reward`` (METHOD.md §3.2), so any function — the project's scorers,
+    verl's, a user's ``reward.custom_reward_function`` — can apply the GT rule. A float result
+    becomes ``{"score": float}``; a non-finite score or a ``ValueError`` raises naming the row."""
+    extra = dict(extra_info) if isinstance(extra_info, dict) else {}
+    extra[C.IS_GT] = bool(is_gt)
+    extra["gt_thinking_reward"] = gt_thinking_reward
+    try:
+        result = compute_score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
+                               extra_info=extra)
+    except ValueError as e:  # a bad label or data_source is a data bug: say which row
+        raise ValueError(f"reward for row {extra.get('id', extra.get('index', '?'))!r} "
+                         f"(data_source={data_source!r}, ground_truth={str(ground_truth)[:200]!r}): {e}") from e
+    if not isinstance(result, dict):
+        result = {"score": float(result)}
+    score = float(result["score"])
+    if not math.isfinite(score):
+        raise ValueError(f"reward for data_source={data_source!r} is not finite: {score}")
+    return {**result, "score": score}
 
 
 class ViSurfRewardManager(RewardManagerBase):
@@ -69,22 +93,8 @@ class ViSurfRewardManager(RewardManagerBase):
 
     # ---------------------------------------------------------------------------------------
     def _score(self, data_source: str, response: str, ground_truth: Any, extra_info: Any, is_gt: bool) -> dict:
-        extra = dict(extra_info) if isinstance(extra_info, dict) else {}
-        extra[C.IS_GT] = is_gt
-        extra["gt_thinking_reward"] = self.control.gt_thinking_reward
-        try:
-            result = self.compute_score(
-                data_source=data_source, solution_str=response, ground_truth=ground_truth, extra_info=extra
-            )
-        except ValueError as e:  # a bad label or data_source is a data bug: say which row
-            raise ValueError(f"reward for row {extra.get('id', extra.get('index', '?'))!r} "
-                             f"(data_source={data_source!r}, ground_truth={str(ground_truth)[:200]!r}): {e}") from e
-        if not isinstance(result, dict):
-            result = {"score": float(result)}
-        score = float(result["score"])
-        if not math.isfinite(score):
-            raise ValueError(f"reward for data_source={data_source!r} is not finite: {score}")
-        return {**result, "score": score}
+        return score_row(self.compute_score, data_source, response, ground_truth, extra_info,
+                         is_gt=is_gt, gt_thinking_reward=self.control.gt_thinking_reward)
 
     def _decode(self, item) -> str:
         response_ids = item.batch["responses"]

@@ -21,6 +21,7 @@ from verl.trainer.main_ppo_v0 import BaseTaskRunner
 import verl_ext.registry  # noqa: F401  registers the visurf estimator and policy loss (driver process)
 from verl_ext import cpu
 from verl_ext.visurf.config import check_verl_combination, visurf_config
+from verl_ext.visurf.source_check import check_data_sources
 
 logger = logging.getLogger(__name__)
 # package paths, not file paths: every node of a ray cluster resolves them from its own install
@@ -106,6 +107,7 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
     visurf_config(config.visurf)  # with num_rollouts set
     if enable:
         check_verl_combination(config, int(config.visurf.num_rollouts))
+    check_data_sources(config)  # a reward, and with ViSurf a GT, for every data_source of the data
     return config
 
 
