@@ -304,6 +304,10 @@ EXTRA_INFO_TYPE = pa.struct(
         ("num_objects", pa.int64()),
         ("question", pa.string()),
         ("choices", pa.list_(pa.string())),
+        # MathVista testmini.json fields (null for other sources), read by --math-protocol mathvista
+        ("question_type", pa.string()),
+        ("answer_type", pa.string()),
+        ("precision", pa.float64()),
     ]
 )
 
@@ -331,11 +335,16 @@ def build_row(
     height: int,
     choices: Sequence[str] | None = None,
     style: str = DEFAULT_PROMPT_STYLE,
+    question_type: str | None = None,
+    answer_type: str | None = None,
+    precision: float | None = None,
 ) -> dict:
     """One output row. ``ground_truth`` is the label string (constants docstring); for spatial
     tasks the JSON list, whose length gives ``num_objects`` and ``non_object``. ``index`` is
     filled in by the writer loop (position in the output file). The prompt is
-    ``build_prompt(task, question, style)`` (see :func:`apply_prompt_style`)."""
+    ``build_prompt(task, question, style)`` (see :func:`apply_prompt_style`).
+    ``question_type`` / ``answer_type`` / ``precision``: MathVista's per-record scoring fields
+    (None elsewhere; ``precision`` a float so the column has one type)."""
     task = task_of(data_source)
     if task == "math":
         n_obj, non_object = 0, False
@@ -359,6 +368,9 @@ def build_row(
             "num_objects": n_obj,
             "question": question,
             "choices": list(choices) if choices is not None else None,
+            "question_type": question_type,
+            "answer_type": answer_type,
+            "precision": None if precision is None else float(precision),
         },
     }
 

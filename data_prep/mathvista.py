@@ -5,9 +5,14 @@ dict pid -> record, optional ``data/query.json``, and the images unzipped into `
 as MathVista's README says; ``record["image"]`` = ``"images/1.jpg"`` is resolved against
 ``data/`` like evaluation/generate_response.py, falling back to ``DIR/images/``) or the HF parquet
 (``--hf-parquet FILE...`` with columns pid, question, decoded_image, choices, answer,
-question_type, query). The question is MathVista's ``query`` (hint + question + choices;
-built from question and choices when absent). Label: the answer string; multiple choice:
-the option letter, with the option texts in ``extra_info.choices``.
+question_type, query, answer_type, precision). The question is MathVista's ``query`` (hint +
+question + choices; built from question and choices when absent). Label: the answer string;
+multiple choice: the option letter, with the option texts in ``extra_info.choices``.
+
+Each row also carries the record's ``question_type``, ``answer_type`` and ``precision`` in
+``extra_info`` (``precision`` as a float, null when the record has none), the fields MathVista's
+evaluation/calculate_score.py ``normalize_extracted_answer`` scores with; the evaluation's
+``--math-protocol mathvista`` reads them (and infers them from the label only when absent).
 """
 
 from __future__ import annotations
@@ -71,6 +76,28 @@ def math_label(rec: dict) -> tuple[str, list[str] | None]:
     return answer, None
 
 
+def scoring_fields(rec: dict, choices: list[str] | None) -> dict:
+    """MathVista's per-record scoring fields as written to ``extra_info``: ``question_type`` and
+    ``answer_type`` (strings or None) and ``precision`` (decimals of a float answer, written as a
+    float; None when the record has none, including a NaN from a float parquet column). RowError
+    for a precision that is not a whole number >= 0, or a multi_choice record without choices."""
+    qtype, atype, precision = rec.get("question_type"), rec.get("answer_type"), rec.get("precision")
+    if qtype == "multi_choice" and not choices:
+        raise RowError("no_choices", f"record {rec['name']}: question_type multi_choice but no choices")
+    if precision is not None and precision == precision:  # NaN != NaN: an HF float64 column's "none"
+        try:
+            p = float(precision)
+        except (TypeError, ValueError):
+            p = None
+        if p is None or p < 0 or not p.is_integer():
+            raise RowError("bad_precision", f"record {rec['name']}: precision {precision!r} is not a whole number >= 0")
+        precision = p
+    else:
+        precision = None
+    return {"question_type": None if qtype is None else str(qtype),
+            "answer_type": None if atype is None else str(atype), "precision": precision}
+
+
 def resolve_image(data_dir: str, root: str, rel: str) -> str:
     """``record["image"]`` (``"images/1.jpg"``) as a path: ``data_dir/rel`` (MathVista's layout:
     images unzipped into data/), else ``root/rel`` if that exists; the former when neither does
@@ -99,7 +126,8 @@ def records(args):
                     continue
                 yield {"name": name, "id": str(r["pid"]), "image": img, "question": r["question"],
                        "query": r.get("query"), "choices": r.get("choices"), "answer": r.get("answer"),
-                       "question_type": r.get("question_type")}
+                       "question_type": r.get("question_type"), "answer_type": r.get("answer_type"),
+                       "precision": r.get("precision")}
         return
     data_dir = os.path.join(args.root, "data") if os.path.isdir(os.path.join(args.root, "data")) else args.root
     split_file = os.path.join(data_dir, f"{args.split}.json")
@@ -114,18 +142,21 @@ def records(args):
         image = resolve_image(data_dir, args.root, r.get("image") or f"images/{pid}.jpg")
         yield {"name": name, "id": str(pid), "image": image,
                "question": r.get("question", ""), "query": r.get("query") or queries.get(pid),
-               "choices": r.get("choices"), "answer": r.get("answer"), "question_type": r.get("question_type")}
+               "choices": r.get("choices"), "answer": r.get("answer"), "question_type": r.get("question_type"),
+               "answer_type": r.get("answer_type"), "precision": r.get("precision")}
 
 
 def convert(rec: dict, opts: Opts) -> list[dict]:
     if "error" in rec:
         raise RowError(*rec["error"])
     label, choices = math_label(rec)
+    fields = scoring_fields(rec, choices)
     img = open_image(rec["image"], rec["name"])
     w, h = image_size(img)
     question = (rec.get("query") or build_query(rec["question"], choices)).strip()
     return [build_row(data_source=opts.data_source, question=question, image_bytes=frame_image_bytes(img, opts.image_format),
-                      ground_truth=label, row_id=rec["id"], split=opts.split, width=w, height=h, choices=choices)]
+                      ground_truth=label, row_id=rec["id"], split=opts.split, width=w, height=h, choices=choices,
+                      **fields)]
 
 
 def parser():
