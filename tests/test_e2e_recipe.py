@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_ok, run_recipe
 
+from verl_ext.visurf.columns import OWN_GROUP_SUFFIX
 from verl_ext.visurf.reward_control import align_gt
 
 pytestmark = pytest.mark.e2e
@@ -29,9 +30,10 @@ def visurf_run(tmp_path_factory, tiny_model_dir, grounding_data):
 
 
 def _groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by prompt (the uid before rows that left their group — pad rows, inactive GTs — got the suffix)."""
     groups = defaultdict(list)
     for row in rows:
-        groups[row["uid"]].append(row)
+        groups[row["uid"].removesuffix(OWN_GROUP_SUFFIX)].append(row)
     return groups
 
 
@@ -50,6 +52,8 @@ def test_visurf_batch_has_one_gt_row_per_group(visurf_run):
         assert len(groups) == PROMPTS and all(len(g) == G + 1 for g in groups.values())
         n_gt = [sum(r["is_gt"] for r in g) for g in groups.values()]
         assert set(n_gt) <= {0, 1} and sum(n_gt) == m["visurf/gt_injected"]
+        # every group: G sampled rollouts + its GT or, without a usable GT, a pad row
+        assert all(sum(not r["is_gt"] and not r["is_pad"] for r in g) == G for g in groups.values())
         # every GT row was checked against its group: same prompt ids, images, 3-D rope positions
         assert m["visurf/gt_rows_checked"] == m["visurf/gt_injected"]
 
@@ -74,8 +78,11 @@ def test_visurf_losses_gradients_and_metrics(visurf_run):
         assert _finite_positive(m["actor/grad_norm"])
         for key in ("visurf/gt_reward_before_smoothing", "visurf/gt_reward_after_smoothing",
                     "visurf/gt_advantage_mean", "visurf/gt_signal_share", "visurf/rollout_reward_mean",
-                    "visurf/gt_skipped_too_long"):
+                    "visurf/gt_skipped_too_long", "visurf/rollout_entropy", "visurf/rollout_probs_diff_max",
+                    "visurf/rollout_probs_diff_mean"):
             assert key in m, key
+        # the rollout-only log-prob check is at least as strict as verl's (GT rows enter verl's as exact matches)
+        assert m["visurf/rollout_probs_diff_mean"] >= m["training/rollout_probs_diff_mean"]
         # advantages are normalised per group over all G+1 rows: they sum to ~0 in every group
         for group in _groups(run.rollouts[step]).values():
             assert abs(sum(r["advantage"] for r in group)) < 1e-4
@@ -136,6 +143,23 @@ def test_peer_switches_g1_all_fail_luffy(tmp_path, tiny_model_dir, grounding_dat
     m = run.step(1)
     assert math.isfinite(m["actor/pg_loss"]) and _finite_positive(m["actor/grad_norm"])
     # all_fail: a GT row whose group already has a rollout >= it leaves the group (advantage 0)
-    inactive = [r for r in rows if r["is_gt"] and r["uid"].endswith("/visurf-gt-off")]
+    inactive = [r for r in rows if r["is_gt"] and r["uid"].endswith(OWN_GROUP_SUFFIX)]
     assert m["visurf/gt_inactive"] == len(inactive)
     assert all(r["advantage"] == 0 for r in inactive)
+
+
+def test_groups_without_a_gt_keep_g_sampled_rollouts(tmp_path, tiny_model_dir, grounding_data):
+    """Issue 12 item 4 through verl: no GT fits in 8 response tokens, so every group's extra copy is a
+    pad row — answered with EOS alone by the visurf_pad agent loop, in a group of its own, Â = 0."""
+    from transformers import AutoTokenizer
+
+    eos = AutoTokenizer.from_pretrained(tiny_model_dir).eos_token_id
+    run = run_recipe(tmp_path, tiny_model_dir, grounding_data, "data.max_response_length=8", steps=1)
+    assert_ok(run)
+    rows, m = run.rollouts[1], run.step(1)
+    assert m["visurf/gt_skipped_too_long"] == PROMPTS and m["visurf/gt_injected"] == 0
+    pads = [r for r in rows if r["is_pad"]]
+    assert len(pads) == PROMPTS and all(r["response_ids"] == [eos] for r in pads)
+    assert all(r["uid"].endswith(OWN_GROUP_SUFFIX) and r["advantage"] == 0 for r in pads)
+    for group in _groups(rows).values():
+        assert sum(not r["is_pad"] for r in group) == G  # G sampled rollouts, as a GRPO group

@@ -234,3 +234,50 @@ def test_gt_keeps_its_signal_when_every_rollout_is_formatted_but_wrong(task):
     assert smoothed == raw  # compared without the format point: no rollout matches the GT, no smoothing
     raw, smoothed, adv = group_step("full")  # the GT credited with the format point: strictly best
     assert smoothed == raw and adv > 1.0
+
+
+def test_groups_without_a_gt_keep_g_sampled_rollouts():
+    """Issue 12 item 4: a group whose GT is unusable keeps G sampled rollouts (as GRPO at equal
+    sampling cost): its extra copy becomes a pad row, never sampled, in a group of its own."""
+    from verl_ext.visurf.group_step import gt_copy_roles, own_groups
+
+    G = 3
+    uids = np.array(["a"] * (G + 1) + ["b"] * (G + 1) + ["c"] * (G + 1), dtype=object)
+    reasons = np.array([""] * (G + 1) + ["no_label"] * (G + 1) + ["too_long"] * (G + 1), dtype=object)
+    is_gt, is_pad, skipped = gt_copy_roles(uids, reasons)
+    assert is_gt.tolist() == [False] * G + [True] + [False] * (2 * G + 2)
+    assert is_pad.tolist() == [False] * (G + 1) + ([False] * G + [True]) * 2
+    assert skipped.tolist() == [""] * (G + 1) + [""] * G + ["no_label"] + [""] * G + ["too_long"]
+    sampled = ~is_gt & ~is_pad
+    for g in "abc":
+        assert sampled[uids == g].sum() == G
+    moved = own_groups(uids, is_pad)
+    assert len(set(moved[is_pad])) == 2 and not set(moved[is_pad]) & set(uids)
+
+
+def test_manager_tokenizer_is_built_like_the_workers_one(tiny_model_dir, tmp_path, monkeypatch):
+    """Issue 12 item 8: an hdfs:// model path works as in verl's agent-loop workers (HFModelConfig:
+    copy_to_local, here served from verl's local cache of that path), where hf_tokenizer(path) fails."""
+    import shutil
+    import tempfile
+
+    from verl.utils import hf_tokenizer
+    from verl.utils.fs import _record_directory_structure, get_local_temp_path
+
+    from recipe.visurf.dry_run import compose_rl
+    from verl_ext.visurf.gt_injection import worker_tokenizer
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    remote = "hdfs://cluster/models/tiny-qwen2.5-vl"
+    cached = get_local_temp_path(remote, tempfile.gettempdir())
+    shutil.copytree(tiny_model_dir, cached)
+    _record_directory_structure(cached)  # what verl's copy_to_local leaves after a download
+
+    model = compose_rl([f"actor_rollout_ref.model.path={remote}"]).actor_rollout_ref.model
+    tok = worker_tokenizer(model)
+    text = '<answer>[{"bbox_2d": [1, 2, 3, 4], "point_2d": [2, 3]}]</answer>'
+    assert tok.encode(text, add_special_tokens=False) == \
+        hf_tokenizer(str(tiny_model_dir)).encode(text, add_special_tokens=False)
+    with pytest.raises(Exception):  # what the manager did before: the remote path straight to transformers
+        hf_tokenizer(remote)

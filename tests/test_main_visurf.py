@@ -66,6 +66,9 @@ def test_cpu_switch_applies_cpu_config_but_not_over_user_keys(monkeypatch):
     (["algorithm.use_kl_in_reward=True"], "use_kl_in_reward=True.*Set algorithm.use_kl_in_reward=False"),
     (["data.train_batch_size=4", "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.agent.num_workers=8"],
      "4 x 3 = 12 rows.*num_workers=8.*Set actor_rollout_ref.rollout.agent.num_workers to a divisor of 12"),
+    (["visurf.gt_loss=sft", "actor_rollout_ref.actor.policy_loss.loss_mode=gspo"],
+     "gt_loss='sft' replaces the clipped surrogate.*loss_mode='gspo'"),
+    (["visurf.smoothing=maybe"], "smoothing"),
 ])
 def test_bad_settings_fail_before_anything_starts(monkeypatch, overrides, message):
     monkeypatch.delenv("VERL_PLATFORM", raising=False)

@@ -61,3 +61,18 @@ def test_reward_manager_is_not_written_into_verls_registry():
     import verl_ext.reward_manager  # noqa: F401
 
     assert "visurf" not in REWARD_MANAGER and "ViSurfRewardManager" not in REWARD_MANAGER
+
+
+def test_any_module_can_be_a_workers_first_import():
+    """A ray worker's first import of ours may come before verl's (the agent-loop worker class
+    unpickles gt_injection, a reward worker loads reward_manager by path); verl then imports the
+    registry from its env hook halfway through. No import cycle may break that."""
+    code = (
+        "import importlib, sys\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "from verl.trainer.ppo.core_algos import get_adv_estimator_fn\n"
+        "assert get_adv_estimator_fn('visurf').__module__ == 'verl_ext.visurf.advantage'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VERL_USE_EXTERNAL_MODULES": verl_ext.registry.EXTERNAL_MODULE}
+    for first in ("verl_ext.visurf.gt_injection", "verl_ext.visurf.config", "verl_ext.reward_manager"):
+        subprocess.run([sys.executable, "-c", code, first], check=True, timeout=120, env=env)

@@ -120,3 +120,39 @@ def test_property_equals_verl_grpo_on_continuous_rewards(batch):
     ours, _ = compute_visurf_outcome_advantage(_rewards(scores.tolist(), 2), mask, index)
     verl_adv, _ = compute_grpo_outcome_advantage(_rewards(scores.tolist(), 2), mask, index)
     torch.testing.assert_close(ours, verl_adv, atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 12 item 5: a smoothed GT gets exactly Â = 0 in float32
+# --------------------------------------------------------------------------------------------
+def _smoothed_group(rollouts):
+    """rollouts + a GT above them all, smoothed by the group step as in training (float32 rm_scores)."""
+    from verl_ext.visurf.group_step import group_reward_step
+
+    scores = torch.tensor([*rollouts, 100.0], dtype=torch.float32)
+    uids = np.array(["u"] * len(scores), dtype=object)
+    is_gt = np.array([False] * len(rollouts) + [True])
+    match = scores.double().clone()
+    match[-1] = -math.inf  # a rollout "matches" the GT (e.g. compared without the format point)
+    new, _ = group_reward_step(scores, uids, is_gt, smoothing=True, inject_when="always", match_scores=match)
+    return new, uids
+
+
+def test_smoothed_gt_advantage_is_exactly_zero_on_the_issue_values():
+    # the issue's example: r_gt = mean rounded to float32 left |Â_gt| ≈ 4.5e-4 (counted as "signal")
+    new, uids = _smoothed_group([4 + 5 / 119] + [4 + 5 / 120] * 7)
+    assert new[-1].item() != float(np.mean(np.float64(new[:-1].numpy())))  # r_gt is a rounded mean
+    adv, _ = compute_visurf_outcome_advantage(_rewards(new.tolist()), torch.ones(9, 3), uids)
+    assert adv[-1].abs().max().item() == 0.0
+    assert (adv[:-1, 0] != 0).all()  # the rollouts keep their (tiny-spread) signal
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-8, 8, width=32, allow_nan=False), min_size=2, max_size=16),
+       st.sampled_from([True, False]))
+def test_property_smoothed_gt_advantage_is_exactly_zero(rollouts, norm):
+    assume(max(rollouts) > min(rollouts))
+    new, uids = _smoothed_group(rollouts)
+    adv, _ = compute_visurf_outcome_advantage(_rewards(new.tolist()), torch.ones(len(new), 3), uids,
+                                              norm_adv_by_std_in_grpo=norm)
+    assert adv[-1].abs().max().item() == 0.0

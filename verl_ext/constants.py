@@ -78,6 +78,14 @@ TASK_ABILITY = {
     "math": "math",
 }
 
+# The valid values of the `visurf:` options (the one list of each; VisurfConfig validates against
+# them, the task scorers read GT_THINKING_REWARDS). Here, not in verl_ext.visurf.config, because the
+# modules verl imports through VERL_USE_EXTERNAL_MODULES need them before verl has finished importing.
+INJECT_WHEN = ("always", "all_fail")  # visurf.inject_when
+GT_THINKING_REWARDS = ("zero", "full")  # visurf.gt_thinking_reward (METHOD.md §3.2)
+GT_LOSSES = ("ppo_clip", "luffy_shaping", "sft")  # visurf.gt_loss
+SURROGATE_LOSS_MODES = ("vanilla", "visurf")  # verl loss modes whose clipped surrogate the GT variants reproduce
+
 # A response solved the task when its `accuracy` reward component reaches this value (the task's
 # full accuracy): grounding / anomaly / lesion 3 = every label object matched on box IoU, box corners
 # and point (Hungarian total / max(M, N)); gui 1 = the point in the element box; math 1 = correct.

@@ -5,7 +5,8 @@ started: no ray, no torchrun, no GPU, no model weights.
 
 RL (default): composes ``config/visurf_trainer.yaml`` with Hydra's compose API and the given
 overrides, applies :func:`recipe.visurf.main_visurf.prepare_config` (``n := G + 1`` with ViSurf
-on), then checks what ``run_visurf`` would: the ``visurf:`` block, every value resolvable
+on; the ``visurf:`` block and the verl settings a ViSurf run cannot train with, all in
+``verl_ext.visurf.config``), then checks what ``run_visurf`` would: every value resolvable
 (``???`` / broken interpolations), verl's own ``validate_config`` (batch divisibility, micro
 batches, ...), lr / weight decay / grad clip / temperature numeric, the advantage estimator and
 policy loss registered, the reward manager and reward function importable, the agent-loop
@@ -214,15 +215,6 @@ def validate_rl(config: DictConfig, user_keys: set[str] | None = None) -> tuple[
         get_policy_loss_fn(actor.policy_loss.loss_mode)
     except ValueError as e:
         raise DryRunError(f"actor.policy_loss.loss_mode={actor.policy_loss.loss_mode!r}: {e}") from None
-    if (
-        config.visurf.enable
-        and config.visurf.gt_loss != "ppo_clip"
-        and actor.policy_loss.loss_mode not in ("vanilla", "visurf")
-    ):
-        raise DryRunError(
-            f"visurf.gt_loss={config.visurf.gt_loss!r} replaces the clipped surrogate; it cannot be "
-            f"combined with policy_loss.loss_mode={actor.policy_loss.loss_mode!r}"
-        )
     try:
         resolve_reward_manager_cls(config)
         get_custom_reward_fn(config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import hydra
 import ray
@@ -24,6 +25,7 @@ from verl_ext.visurf.config import check_verl_combination, visurf_config
 from verl_ext.visurf.source_check import check_data_sources
 
 logger = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).resolve().parent / "config"  # read by Hydra in the driver only
 # package paths, not file paths: every node of a ray cluster resolves them from its own install
 REWARD_MODULE = "pkg://verl_ext.rewards"
 
@@ -157,7 +159,7 @@ class ViSurfTaskRunner(BaseTaskRunner):
         return TaskRunner.__ray_metadata__.modified_class.run(self, config)
 
 
-@hydra.main(config_path="config", config_name="visurf_trainer", version_base=None)
+@hydra.main(config_path=str(CONFIG_DIR), config_name="visurf_trainer", version_base=None)
 def main(config: DictConfig) -> None:
     run_visurf(config, _user_overrides())
 

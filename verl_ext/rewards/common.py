@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from verl_ext.constants import GT_THINKING_REWARDS
+
 __all__ = ["GT_THINKING_REWARD_MODES", "COMPONENTS", "RESULT_KEYS", "thinking_reward"]
 
-GT_THINKING_REWARD_MODES = ("zero", "full")  # the GT's thinking-format reward: 0, or the full point
+GT_THINKING_REWARD_MODES = GT_THINKING_REWARDS  # the GT's thinking-format reward: 0, or the full point
 COMPONENTS = ("thinking_format", "answer_format", "accuracy", "non_repeat")
 # every scorer returns exactly these keys, so verl can stack reward_extra_info over mixed batches
 RESULT_KEYS = ("score", *COMPONENTS, "invalid_reason")

@@ -15,23 +15,22 @@ from typing import Any, Optional
 
 from verl.base_config import BaseConfig
 
-from verl_ext.constants import ANSWER_TEMPLATE
+from verl_ext.constants import ANSWER_TEMPLATE, GT_LOSSES, GT_THINKING_REWARDS, INJECT_WHEN, SURROGATE_LOSS_MODES
 
 __all__ = [
     "ANSWER_FIELD",
     "GT_LOSSES",
     "GT_THINKING_REWARDS",
     "INJECT_WHEN",
+    "SURROGATE_LOSS_MODES",
     "VisurfConfig",
     "check_template",
     "check_verl_combination",
     "visurf_config",
 ]
 
-# the valid option values (the one list each; error messages and docs quote these)
-INJECT_WHEN = ("always", "all_fail")
-GT_THINKING_REWARDS = ("zero", "full")
-GT_LOSSES = ("ppo_clip", "luffy_shaping", "sft")
+# the valid option values live in verl_ext.constants (INJECT_WHEN, GT_THINKING_REWARDS, GT_LOSSES,
+# SURROGATE_LOSS_MODES: one list each) and are re-exported here
 ANSWER_FIELD = "{answer}"
 
 
@@ -142,7 +141,9 @@ def check_verl_combination(config: Any, num_rollouts: int) -> None:
     * rollout-correction bypass mode (π_old := sampler log-probs; GT rows are teacher-forced and
       have none);
     * a colocated reward model scoring after generation (smoothing and all_fail run on the rewards
-      the agent loops return).
+      the agent loops return);
+    * ``visurf.gt_loss`` other than ``ppo_clip`` with an ``actor.policy_loss.loss_mode`` whose
+      surrogate the GT variants do not reproduce (only ``vanilla`` / ``visurf``).
 
     Args:
         config: the whole trainer config (DictConfig or dict).
@@ -181,3 +182,11 @@ def check_verl_combination(config: Any, num_rollouts: int) -> None:
         raise ValueError("visurf.enable=True with reward.reward_model.enable=True needs "
                          "reward.reward_model.enable_resource_pool=True: smoothing and all_fail run on the "
                          "rewards the agent loops return, before verl's colocated reward pass")
+    gt_loss = _get(config, "visurf.gt_loss", "ppo_clip")
+    loss_mode = _get(config, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
+    if gt_loss != "ppo_clip" and loss_mode not in SURROGATE_LOSS_MODES:
+        raise ValueError(
+            f"visurf.gt_loss={gt_loss!r} replaces the clipped surrogate; it cannot be combined with "
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r}. Set the loss_mode to one of "
+            f"{SURROGATE_LOSS_MODES}, or visurf.gt_loss=ppo_clip."
+        )

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from verl_ext.constants import DATA_SOURCE_TASK, TASK_SUCCESS_ACCURACY
+from verl_ext.constants import DATA_SOURCE_TASK, INJECT_WHEN, TASK_SUCCESS_ACCURACY
 from verl_ext.visurf import columns as C
-from verl_ext.visurf.config import INJECT_WHEN
 
 __all__ = [
     "all_fail_active",
     "apply_group_step",
     "group_ids",
     "group_reward_step",
+    "gt_copy_roles",
     "last_copy_per_group",
     "match_scores_for",
     "own_groups",
@@ -94,6 +94,25 @@ def select_gt_rows(uids: Sequence[Any], eligible: np.ndarray) -> np.ndarray:
     across the copies of one group.
     """
     return last_copy_per_group(uids) & np.asarray(eligible, dtype=bool)
+
+
+def gt_copy_roles(uids: Sequence[Any], skip_reasons: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the extra (last) copy of every group becomes: the GT member, or — when the group has
+    no usable GT (``skip_reasons`` non-empty: no label, bad label, too long) — a pad row.
+
+    A pad row is answered with EOS only, never sampled, and put in a group of its own (Â = 0), so
+    every group holds exactly G sampled rollouts, as a GRPO group does at the same sampling cost.
+
+    Args:
+        uids: (bs,) group labels (G+1 copies each). skip_reasons: (bs,) "" where the GT is usable.
+    Returns:
+        ``(is_gt, is_pad, skipped)``: bool (bs,), bool (bs,), and the reason on pad rows ("" elsewhere).
+    """
+    reasons = np.asarray(skip_reasons, dtype=object)
+    last = last_copy_per_group(uids)
+    is_gt = select_gt_rows(uids, reasons == "")
+    is_pad = last & (reasons != "")
+    return is_gt, is_pad, np.where(is_pad, reasons, "").astype(object)
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ chosen per row by the ``agent_name`` column. With ViSurf on, the recipe runs ``n
 and this module turns one copy per group into the ground-truth member:
 
 * ``VisurfAgentLoopManager`` (``agent_loop_manager_class``): picks the GT copy of every group
-  (``group_step.select_gt_rows``), marks it ``agent_name="visurf_gt"`` with its aligned GT text,
+  (``group_step.gt_copy_roles``), marks it ``agent_name="visurf_gt"`` with its aligned GT text,
   adds the ``is_gt`` column to the output (a batch column, so it survives verl's reordering),
   and runs the group step of reward control (``group_step.apply_group_step``: smoothing,
   ``inject_when=all_fail``) where the whole batch of ``rm_scores`` is first visible.
@@ -38,7 +38,7 @@ import torch
 from verl_ext.constants import task_of
 from verl_ext.visurf import columns as C
 from verl_ext.visurf.config import VisurfConfig, visurf_config
-from verl_ext.visurf.group_step import apply_group_step, group_ids, last_copy_per_group, select_gt_rows
+from verl_ext.visurf.group_step import apply_group_step, group_ids, gt_copy_roles
 
 logger = logging.getLogger(__name__)
 
@@ -185,10 +185,7 @@ class VisurfAgentLoopManager(AgentLoopManager):
         n_tokens = {t: len(self.visurf_tokenizer.encode(t, add_special_tokens=False)) for t in set(texts) if t}
         fits = np.array([bool(t) and n_tokens[t] + 1 <= self.response_length for t in texts])
         reasons[(reasons == "") & ~fits] = "too_long"
-        last = last_copy_per_group(uids)
-        is_gt = select_gt_rows(uids, reasons == "")
-        is_pad = last & (reasons != "")  # the extra copy of a group without a GT: not sampled
-        skipped = np.where(is_pad, reasons, "").astype(object)
+        is_gt, is_pad, skipped = gt_copy_roles(uids, reasons)  # no usable GT: a pad row, not sampled
         if (skipped == "too_long").any() and not self._warned_too_long:
             logger.warning("visurf: %d GT answers longer than max_response_length=%d were skipped (counted in "
                            "visurf/gt_skipped_too_long); raise data.max_response_length to train on them",
@@ -235,9 +232,10 @@ def check_gt_rows(batch: DataProto) -> int:
         return 0
     uids = np.asarray(batch.non_tensor_batch["uid"])
     gid = group_ids(uids)[0].numpy()
-    # one sampled row per group: the first non-GT row of each group id
+    # one sampled row per group: the first row of each group id that is neither the GT nor a pad row
+    pad = np.asarray(batch.non_tensor_batch.get(C.IS_PAD, np.zeros(len(batch), dtype=bool)), dtype=bool)
     sampled = np.full(gid.max() + 1, -1)
-    order = np.nonzero(~is_gt)[0]
+    order = np.nonzero(~is_gt & ~pad)[0]
     sampled[gid[order[::-1]]] = order[::-1]
     prompts, attn, pos = batch.batch["prompts"], batch.batch["attention_mask"], batch.batch["position_ids"]
     resp_mask = batch.batch["response_mask"]

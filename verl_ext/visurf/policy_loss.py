@@ -35,13 +35,12 @@ from verl.workers.config import ActorConfig
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
+from verl_ext.constants import GT_LOSSES, SURROGATE_LOSS_MODES
 from verl_ext.visurf import columns as C
-from verl_ext.visurf.config import GT_LOSSES
 
 __all__ = ["compute_policy_loss_visurf", "visurf_actor_loss", "visurf_policy_loss_terms"]
 
 LOG_RATIO_CLAMP = 20.0  # verl clamps log(π/π_old) to ±20 before exp (compute_policy_loss_vanilla)
-_SURROGATE_LOSS_MODES = ("vanilla", "visurf")  # verl loss modes whose rollout term the GT variants reproduce
 
 
 def _clipped_surrogate(
@@ -259,10 +258,10 @@ def visurf_actor_loss(
     if gt_loss == "ppo_clip" or is_gt is None:
         return ppo_loss(config, model_output, data, dp_group)
     loss_mode = config.policy_loss.get("loss_mode", "vanilla")
-    if loss_mode not in _SURROGATE_LOSS_MODES:
+    if loss_mode not in SURROGATE_LOSS_MODES:
         raise ValueError(
             f"visurf.gt_loss={gt_loss!r} replaces the clipped surrogate; it cannot be combined with "
-            f"policy_loss.loss_mode={loss_mode!r} (use one of {_SURROGATE_LOSS_MODES})"
+            f"policy_loss.loss_mode={loss_mode!r} (use one of {SURROGATE_LOSS_MODES})"
         )
 
     log_prob = no_padding_2_padding(model_output["log_probs"], data)
