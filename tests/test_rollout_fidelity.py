@@ -221,6 +221,49 @@ def test_server_samples_the_tokens_model_generate_samples(case):
     assert out.token_ids == ref_ids, (processor.decode(out.token_ids), processor.decode(ref_ids))
 
 
+def test_concurrent_requests_are_batched_and_each_row_is_what_a_lone_call_gives(case, trained_dir):
+    """Requests that wait for the server are generated as one left-padded batch per set of equal
+    sampling params; every row's log-probs still equal its own full-input forward."""
+    from data_prep.synthetic import grounding_sample
+    from verl_ext.cpu.hf_rollout import vision_token_ids
+    from verl_ext.model_inputs import build_model_inputs
+
+    server, processor, _, _, _ = case
+    prompts = []
+    for seed, side in ((1, IMAGE_SIDE), (2, 112), (3, 168)):  # different images -> different prompt lengths
+        image, question, _ = grounding_sample(random.Random(seed), side)
+        ids = processor(text=[_prompt_text(processor, question)], images=[image])["input_ids"][0]
+        prompts.append(([int(t) for t in ids], image))
+    assert len({len(ids) for ids, _ in prompts}) == 3
+    greedy, sampled = {"temperature": 0, "max_tokens": MAX_NEW}, {"temperature": 1.0, "max_tokens": MAX_NEW}
+    sizes = []
+    real_generate = server.model.generate
+
+    def recording_generate(**kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return real_generate(**kwargs)
+
+    async def run_all():
+        calls = [(prompts[0], greedy), (prompts[0], sampled), (prompts[1], greedy), (prompts[2], greedy)]
+        return await asyncio.gather(*(server.generate(ids, params, f"r{i}", image_data=[image])
+                                      for i, ((ids, image), params) in enumerate(calls)))
+
+    server.model.generate = recording_generate
+    try:
+        outs = asyncio.run(run_all())
+    finally:
+        del server.model.generate
+    assert sizes == [1, 1, 2]  # first caller alone; then the sampled one; then both waiting greedy ones together
+    blocked = vision_token_ids(server.model.config)
+    for (ids, image), out in zip([prompts[0], prompts[0], prompts[1], prompts[2]], outs):
+        forced = _forward_log_probs(server.model, build_model_inputs(processor, ids + out.token_ids, [image]),
+                                    len(ids), blocked)
+        assert (torch.tensor(out.log_probs) - forced).abs().max().item() < 1e-4
+    for (ids, image), out in zip(prompts[1:], outs[2:]):  # batched greedy rows == a lone greedy call
+        alone = asyncio.run(server.generate(ids, greedy, "alone", image_data=[image]))
+        assert alone.token_ids == out.token_ids
+
+
 # ----------------------------------------------------------------------------- fp32 on CPU
 def _mixed_precision(config, role: str):
     return config.actor_rollout_ref[role].fsdp_config.get("mixed_precision")

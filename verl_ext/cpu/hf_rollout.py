@@ -12,7 +12,11 @@ provides the same two halves with plain ``transformers``:
   actor and a plain ``model.generate(**processor(...))``), returns the sampled
   ids and their log-probs under the *sampling* distribution (temperature applied, like
   vllm), and never samples vision special tokens (a random tiny model otherwise emits
-  ``<|image_pad|>`` and the next actor forward fails on an image-token count mismatch).
+  ``<|image_pad|>`` and the next actor forward fails on an image-token count mismatch; the
+  sampler's distribution thus differs from the actor's by the blocked tokens' mass, ~1e-5 for
+  a trained model). Requests that arrive while a batch is generating are generated together
+  (one left-padded batch per set of equal sampling params): ~2x less generation time per
+  CPU step for the demo's G=2 x 4 prompts.
 * ``HFCPUReplica`` (``RolloutReplicaRegistry["hf"]``) — launches/looks up the server actor.
 * ``HFServerAdapter`` (``_ROLLOUT_REGISTRY[("hf", "async")]``) — lives in the actor worker and
   forwards updated weights to the server.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import ray
@@ -50,17 +55,33 @@ def vision_token_ids(config) -> list[int]:
 def sampled_log_probs(scores: tuple[torch.Tensor, ...], token_ids: torch.Tensor) -> torch.Tensor:
     """log p(token_t) under the processed (temperature/top-k/top-p) logits HF sampled from.
 
-    ``scores``: tuple of T tensors [1, V] (HF ``output_scores``); ``token_ids``: [T].
-    Returns [T] float32: ``log_softmax(scores_t)[token_t]``, one vectorised gather.
+    ``scores``: tuple of T tensors [B, V] (HF ``output_scores``); ``token_ids``: [B, T] (or [T]
+    when B = 1). Returns float32 of ``token_ids``' shape: ``log_softmax(scores_t)[b, token_{b,t}]``,
+    one gather per step (never a [B, T, V] copy: V is 152k for the real model).
     """
-    logits = torch.cat(scores, dim=0).float()  # [T, V]
-    return torch.log_softmax(logits, dim=-1).gather(-1, token_ids[:, None]).squeeze(-1)
+    ids = token_ids.reshape(scores[0].shape[0], len(scores))
+    steps = [torch.log_softmax(s.float(), -1).gather(-1, ids[:, t, None]) for t, s in enumerate(scores)]
+    return torch.cat(steps, dim=-1).reshape(token_ids.shape)
+
+
+@dataclass
+class _Request:
+    """One pending ``generate`` call: what it asks for and where its result goes."""
+
+    prompt_ids: list[int]
+    images: list[Any]
+    key: tuple  # the generation kwargs, hashable: only requests with equal keys share a batch
+    future: asyncio.Future
+
+
+def _kwargs_key(kwargs: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
 
 
 class HFRolloutServer:
     """Token-in/token-out generation server (ray actor) for one rollout replica."""
 
-    def __init__(self, model_path: str, response_length: int):
+    def __init__(self, model_path: str, response_length: int, max_batch: int = 64):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -73,6 +94,8 @@ class HFRolloutServer:
         self.global_steps = None
         self.n_updates = 0
         self._lock = asyncio.Lock()  # one generate at a time: the CPU is the bottleneck anyway
+        self._pending: list[_Request] = []  # requests waiting for the lock (batched when it frees)
+        self.max_batch = max_batch
         self._key_map: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------- weights
@@ -131,24 +154,47 @@ class HFRolloutServer:
         return kwargs
 
     @torch.no_grad()
-    def _generate(self, inputs: dict[str, torch.Tensor], kwargs: dict[str, Any]):
+    def _generate_batch(self, requests: list[_Request], kwargs: dict[str, Any]) -> list[tuple[list[int], list[float]]]:
+        """One HF ``generate`` over the requests (left-padded batch, complete model inputs):
+        per request the new ids up to and including the first EOS and their log-probs."""
+        inputs = build_model_inputs(self.processor, [r.prompt_ids for r in requests],
+                                    [image for r in requests for image in r.images])
         out = self.model.generate(**inputs, **kwargs)
-        new_ids = out.sequences[0, inputs["input_ids"].shape[1]:]
+        new_ids = out.sequences[:, inputs["input_ids"].shape[1]:]
         log_probs = sampled_log_probs(out.scores, new_ids)
-        hits = (new_ids == self.eos_token_id).nonzero()
-        if len(hits):  # keep the EOS, drop HF's padding after it
-            cut = int(hits[0]) + 1
-            new_ids, log_probs = new_ids[:cut], log_probs[:cut]
-        return new_ids.tolist(), log_probs.tolist()
+        is_eos = new_ids == self.eos_token_id
+        # keep the EOS, drop HF's padding after it: length = first EOS index + 1, else all
+        lengths = torch.where(is_eos.any(-1), is_eos.int().argmax(-1) + 1, new_ids.shape[1]).tolist()
+        return [(ids[:n].tolist(), lp[:n].tolist()) for ids, lp, n in zip(new_ids, log_probs, lengths)]
 
     async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
                        image_data: Optional[list[Any]] = None, video_data=None, **kwargs) -> TokenOutput:
+        """verl's token-in/token-out call. Requests that arrive while a batch is generating wait
+        and are then generated together (one batch per set of equal sampling params), in arrival
+        order; each row is exactly what a lone call would sample from (its own prompt, images
+        and 3-D positions; padding is masked)."""
         if video_data:
             raise NotImplementedError("the CPU hf rollout handles images only, not video")
-        inputs = build_model_inputs(self.processor, prompt_ids, image_data)
         gen_kwargs = self._generation_kwargs(sampling_params)
-        async with self._lock:
-            token_ids, log_probs = await asyncio.to_thread(self._generate, inputs, gen_kwargs)
+        request = _Request(list(prompt_ids), list(image_data or []), _kwargs_key(gen_kwargs),
+                           asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        async with self._lock:  # FIFO: the oldest waiter generates for everyone pending like it
+            if not request.future.done():
+                batch = [r for r in self._pending if r.key == request.key][:self.max_batch]
+                self._pending = [r for r in self._pending if all(r is not b for b in batch)]
+                try:
+                    results = await asyncio.to_thread(self._generate_batch, batch, gen_kwargs)
+                except BaseException as e:  # every waiter of this batch sees the error (none waits forever)
+                    error = e if isinstance(e, Exception) else RuntimeError(f"hf rollout batch interrupted: {e!r}")
+                    for r in batch:
+                        if r is not request and not r.future.done():
+                            r.future.set_exception(error)
+                    raise
+                else:
+                    for r, result in zip(batch, results):
+                        r.future.set_result(result)
+        token_ids, log_probs = await request.future
         stop = "completed" if token_ids and token_ids[-1] == self.eos_token_id else "length"
         return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason=stop,
                            extra_fields={"global_steps": self.global_steps})
