@@ -35,10 +35,11 @@ import numpy as np
 import ray
 import torch
 
-from verl_ext.constants import task_of
+from verl_ext.rewards.labels import is_missing, label_key
 from verl_ext.visurf import columns as C
 from verl_ext.visurf.config import VisurfConfig, visurf_config
 from verl_ext.visurf.group_step import apply_group_step, group_ids, gt_copy_roles
+from verl_ext.visurf.reward_control import render_gt
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +55,24 @@ def gt_response_texts(
 ) -> tuple[list[str], list[str]]:
     """Aligned GT response per row and why it is missing ("" when present).
 
-    Returns ``(texts, reasons)``: ``reasons[i]`` is "no_label" (None / empty label) or
-    "bad_label" (``align_gt`` rejected it; logged with the label) or "".
+    Every label form the scorer accepts (JSON string, list / numpy array of objects, dict,
+    number) is rendered (``reward_control.render_gt``: ``align_gt`` for the project's sources,
+    ``visurf.gt_template`` around the label for any other source).
+
+    Returns ``(texts, reasons)``: ``reasons[i]`` is "no_label" (None / NaN / blank label) or
+    "bad_label" (the renderer rejected it; logged with the label) or "".
     """
     texts, reasons, errors = [], [], {}
-    memo: dict[tuple[str, str], tuple[str, str]] = {}  # the G+1 copies of a prompt share the label
+    memo: dict[tuple, tuple[str, str]] = {}  # the G+1 copies of a prompt share the label
     for gt, source in zip(ground_truths, data_sources):
-        if gt is None or (isinstance(gt, str) and not gt.strip()):
+        if is_missing(gt):
             texts.append("")
             reasons.append("no_label")
             continue
-        key = (str(gt), str(source))
+        key = (label_key(gt), str(source))
         if key not in memo:
             try:
-                memo[key] = (control.gt_response(key[0], task_of(key[1])), "")
+                memo[key] = (render_gt(gt, str(source), align=control.align, template=control.gt_template), "")
             except ValueError as e:
                 errors.setdefault(str(e), source)
                 memo[key] = ("", "bad_label")
@@ -77,6 +82,20 @@ def gt_response_texts(
         logger.warning("visurf: %d rows get no GT member (counted in visurf/gt_skipped_bad_label): %s",
                        reasons.count("bad_label"), "; ".join(list(errors)[:3]))
     return texts, reasons
+
+
+def sources_without_gt(data_sources: Sequence[str], reasons: Sequence[str]) -> list[str]:
+    """Data sources none of whose rows got a GT text because every label was rejected
+    (``reasons == "bad_label"`` on all of that source's rows), sorted. A whole source without
+    its GT member is a configuration error (wrong label format or ``gt_template``), never a
+    per-row skip: the manager raises on it the first time it sees the source."""
+    src = np.asarray(data_sources, dtype=object).astype(str)
+    bad = np.asarray(reasons, dtype=object) == "bad_label"
+    if not bad.any():
+        return []
+    names, inverse = np.unique(src, return_inverse=True)
+    all_bad = np.bincount(inverse, weights=bad, minlength=len(names)) == np.bincount(inverse, minlength=len(names))
+    return sorted(names[all_bad].tolist())
 
 
 # ------------------------------------------------------------------------------------------
@@ -180,7 +199,9 @@ class VisurfAgentLoopManager(AgentLoopManager):
     def _mark_gt(self, prompts: DataProto) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         uids = prompts.non_tensor_batch["uid"]
         sources = _column(prompts, "data_source", "")
-        texts, reasons = gt_response_texts(_ground_truths(prompts), sources, self.visurf)
+        ground_truths = _ground_truths(prompts)
+        texts, reasons = gt_response_texts(ground_truths, sources, self.visurf)
+        self._fail_on_sources_without_gt(sources, ground_truths, reasons)
         reasons = np.asarray(reasons, dtype=object)
         n_tokens = {t: len(self.visurf_tokenizer.encode(t, add_special_tokens=False)) for t in set(texts) if t}
         fits = np.array([bool(t) and n_tokens[t] + 1 <= self.response_length for t in texts])
@@ -200,6 +221,25 @@ class VisurfAgentLoopManager(AgentLoopManager):
         prompts.non_tensor_batch[C.IS_PAD] = is_pad
         prompts.non_tensor_batch[C.GT_TEXT] = np.where(is_gt, np.asarray(texts, dtype=object), "").astype(object)
         return is_gt, is_pad, skipped
+
+    def _fail_on_sources_without_gt(self, sources, ground_truths, reasons) -> None:
+        """Raise the first time a data_source is seen whose every row's label was rejected
+        (``sources_without_gt``): otherwise that source would silently train as plain GRPO."""
+        seen = self.__dict__.setdefault("_visurf_sources_seen", set())
+        failing = [s for s in sources_without_gt(sources, reasons) if s not in seen]
+        seen.update(str(s) for s in sources)
+        if failing:
+            source = failing[0]
+            gt = next(g for g, s in zip(ground_truths, sources) if str(s) == source)
+            try:
+                render_gt(gt, source, align=self.visurf.align, template=self.visurf.gt_template)
+                why = "?"
+            except ValueError as e:
+                why = str(e)
+            raise ValueError(
+                f"visurf: no row of data_source {', '.join(map(repr, failing))} gets its GT member: every label "
+                f"in the batch was rejected ({why}). Fix the labels (reward_model.ground_truth) or "
+                f"visurf.gt_template / visurf.align; the run would otherwise be plain GRPO on this source")
 
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         self._visurf_setup()
