@@ -7,8 +7,10 @@ verl 0.9.1 has no CPU backend. This package adds one without touching verl's sou
   the few cuda-like calls verl makes, no pinned memory).
 * ``hf_rollout`` — an HF-transformers rollout registered as ``rollout.name=hf``: a replica
   and a ray actor server implementing verl's token-in/token-out ``generate`` with images
-  (Qwen2.5-VL pixel values + ``image_grid_thw``, 3-D rope inside HF generate), weight sync
-  from the trainer after every step, and vision special tokens never sampled.
+  (the complete model inputs of ``verl_ext.model_inputs``: pixel values, ``image_grid_thw``
+  and ``mm_token_type_ids``, so HF builds the same 3-D rope positions as verl's actor),
+  concurrent requests batched, weight sync from the trainer after every step, and vision
+  special tokens never sampled.
 * ``shims`` — the two places where verl hard-codes accelerator behaviour (duplicate
   ``cpu:gloo,cpu:gloo`` process-group backend; ``CPUOffloadPolicy(pin_memory=True)``).
 * ``launcher`` — starts ray with the (fake) GPU resources verl's resource pools ask for and
