@@ -10,6 +10,9 @@ this module itself. After that, plain verl config selects them:
 * ``actor_rollout_ref.actor.policy_loss.loss_mode=visurf`` — ``verl_ext.visurf.policy_loss``
   (verl's ``register_policy_loss``).
 
+It also imports ``verl_ext.verl_fixes``: verl 0.9.1's Qwen2-VL input embedding fails on
+text-only micro-batches with transformers 5; the fix is applied in every process that trains.
+
 Not here, on purpose: the reward manager is selected by module path
 (``reward.reward_manager.module.path=pkg://verl_ext.reward_manager``), and the GT agent loops
 register themselves in the agent-loop worker processes that build
@@ -25,7 +28,7 @@ from __future__ import annotations
 import importlib
 
 # modules whose import registers something with verl
-PLUGIN_MODULES = ("verl_ext.visurf.advantage", "verl_ext.visurf.policy_loss")
+PLUGIN_MODULES = ("verl_ext.visurf.advantage", "verl_ext.visurf.policy_loss", "verl_ext.verl_fixes")
 # what the recipe adds to VERL_USE_EXTERNAL_MODULES
 EXTERNAL_MODULE = __name__
 

@@ -1,0 +1,47 @@
+"""verl_ext.verl_fixes: verl 0.9.1's Qwen2-VL input embedding for text-only micro-batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import verl_ext.registry  # noqa: F401  (the plug-in import every verl process does)
+from verl.models.transformers import qwen2_vl
+from verl_ext.verl_fixes import fix_qwen2_vl_text_only
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    from transformers import AutoModelForImageTextToText
+
+    # verl calls _get_input_embeds with the inner Qwen2_5_VLModel (qwen2_vl_base_forward's self)
+    return AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval().model
+
+
+def test_the_fix_is_installed_by_the_registry_import():
+    assert getattr(qwen2_vl._get_input_embeds, "_visurf_fixed", False)
+    assert fix_qwen2_vl_text_only()  # idempotent
+
+
+def test_verls_own_text_only_branch_fails_and_the_fixed_one_returns_the_token_embeddings(tiny_model):
+    input_ids = torch.tensor([[5, 6, 7, 8]])
+    mask = torch.ones_like(input_ids)
+    with torch.no_grad():
+        with pytest.raises(AttributeError, match="mean"):  # verl 0.9.1 + transformers 5: the bug
+            qwen2_vl._get_input_embeds.__wrapped__(tiny_model, input_ids, mask)
+        embeds, out_mask = qwen2_vl._get_input_embeds(tiny_model, input_ids, mask)
+    assert torch.equal(embeds, tiny_model.get_input_embeddings()(input_ids))  # + 0.0 * mean: exact
+    assert torch.equal(out_mask, mask)
+
+
+def test_batches_with_images_go_to_verls_function(tiny_model):
+    config = tiny_model.config
+    patch_dim = 3 * 2 * 14 * 14
+    grid = torch.tensor([[1, 4, 4]])  # 16 patches -> 4 merged image tokens
+    pixels = torch.randn(16, patch_dim)
+    input_ids = torch.tensor([[5, config.vision_start_token_id] + [config.image_token_id] * 4 + [7]])
+    with torch.no_grad():
+        ours, _ = qwen2_vl._get_input_embeds(tiny_model, input_ids, None, pixels, None, grid)
+        verls, _ = qwen2_vl._get_input_embeds.__wrapped__(tiny_model, input_ids, None, pixels, None, grid)
+    assert torch.equal(ours, verls)
+    assert not torch.equal(ours, tiny_model.get_input_embeddings()(input_ids))  # the image was scattered in
