@@ -302,6 +302,9 @@ CONFIG_VARIANTS = [dict(), dict(use_kl_loss=True, entropy_coeff=0.01, loss_agg_m
 @pytest.mark.parametrize("overrides", CONFIG_VARIANTS)
 @pytest.mark.parametrize(("gt_loss", "is_gt"), [("ppo_clip", GT_ROWS), ("sft", None), ("luffy_shaping", [False] * BS)])
 def test_actor_loss_is_verl_ppo_loss_without_gt_variant(overrides, gt_loss, is_gt):
+    """The MIRRORED verl 0.9.1 code (visurf_actor_loss vs verl.workers.utils.losses.ppo_loss): on GT-free
+    batches — no is_gt column, or (luffy_shaping) a column with no GT row, which runs the mirrored path
+    — loss and every metric equal verl's. Fails when a verl upgrade changes ppo_loss."""
     data, model_output, _ = _micro_batch(is_gt)
     ours, ours_metrics = visurf_actor_loss(_actor_config(**overrides), model_output, data, gt_loss=gt_loss)
     theirs, their_metrics = ppo_loss(_actor_config(**overrides), model_output, data)
