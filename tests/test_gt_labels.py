@@ -325,3 +325,12 @@ def test_readme_commands_for_an_existing_verl_run_parse_and_prepare(monkeypatch)
     assert templates == ["#### {answer}", "\\boxed{{answer}}", "Answer: {answer}"]
     assert render_gt("72", "openai/gsm8k", template=templates[0]) == "#### 72"
     assert render_gt("30", "hiyouga/geometry3k", template=templates[1]) == "\\boxed{30}"
+
+
+def test_startup_check_rejects_a_split_mixing_recipe_and_verl_sources(tmp_path):
+    ours = _parquet(tmp_path / "math.parquet", "geo3k", ["3"])
+    gsm8k = _parquet(tmp_path / "gsm8k.parquet", "openai/gsm8k", ["72"])
+    config = _config([ours, gsm8k], gt_template="#### {answer}")
+    with pytest.raises(ValueError, match=r"data.train_files mixes data sources the recipe scores \(geo3k\) with "
+                                         r"sources verl's default_compute_score scores \(openai/gsm8k\)"):
+        check_data_sources(config)

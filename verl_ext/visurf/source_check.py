@@ -18,6 +18,10 @@ before ray starts, on the first ``SAMPLE_ROWS`` rows of every ``data_source`` (t
    ``visurf.gt_template`` does not follow the reward's answer convention (verl's GSM8K scorer
    gives ``<answer>72</answer>`` 0: it reads ``#### 72``) and the GT member would teach nothing.
 
+With the recipe's reward, one split may not mix the project's sources with sources verl scores:
+their reward dicts differ in keys and verl 0.9.1's agent loop stacks ``reward_extra_info`` by the
+first row's keys (a ``KeyError`` in some step otherwise).
+
 Files that are not local parquet (``hdfs://``, other formats) are skipped with a log line; a
 problem there still fails at step 1 (the reward worker's error, or the GT injection's
 ``sources_without_gt`` check), naming the source.
@@ -42,18 +46,16 @@ __all__ = ["SAMPLE_ROWS", "check_data_sources", "resolve_reward_fn", "sample_row
 logger = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 8  # rows per data_source read at start-up
+VERL_SCORER = "verl's default_compute_score"
 EMPTY_RESPONSE = ""
 
 
-def data_files(config: DictConfig) -> list[str]:
-    """``data.train_files`` and ``data.val_files`` as one list of paths (each a str or a list)."""
-    files: list[str] = []
-    for key in ("data.train_files", "data.val_files"):
-        value = OmegaConf.select(config, key, default=None)
-        if value is None:
-            continue
-        files.extend([str(value)] if isinstance(value, str) else [str(v) for v in value])
-    return files
+def data_files(config: DictConfig, key: str) -> list[str]:
+    """``data.<key>`` (``train_files`` / ``val_files``: a str or a list) as a list of paths."""
+    value = OmegaConf.select(config, f"data.{key}", default=None)
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
 
 
 def sample_rows(files: Sequence[str], key: str,
@@ -162,7 +164,9 @@ def check_data_sources(config: DictConfig) -> dict[str, str]:
     from verl_ext.rewards import no_reward_message
 
     key = str(OmegaConf.select(config, "data.reward_fn_key", default="data_source") or "data_source")
-    samples, skipped = sample_rows(data_files(config), key)
+    per_split = {split: sample_rows(data_files(config, f"{split}_files"), key) for split in ("train", "val")}
+    samples = {source: rows for split in ("val", "train") for source, rows in per_split[split][0].items()}
+    skipped = per_split["train"][1] + per_split["val"][1]
     if skipped:
         logger.info("visurf: start-up data-source check skips %s (not local parquet)", ", ".join(skipped))
     if not samples:
@@ -184,11 +188,21 @@ def check_data_sources(config: DictConfig) -> dict[str, str]:
                 raise ValueError(f"data_source {source!r} is scored by verl's default_compute_score, which fails "
                                  f"here: {type(e).__name__}: {e}") from e
             if known:
-                scored_by[source] = "verl's default_compute_score"
+                scored_by[source] = VERL_SCORER
             else:
                 no_reward.append(source)
     if no_reward:
         raise ValueError(no_reward_message(no_reward))
+    for split, (split_samples, _) in per_split.items():
+        ours = sorted(s for s in split_samples if s in DATA_SOURCE_TASK)
+        verls = sorted(s for s in split_samples if scored_by.get(s) == VERL_SCORER)
+        if not user_reward and ours and verls:
+            raise ValueError(
+                f"data.{split}_files mixes data sources the recipe scores ({', '.join(ours)}) with sources verl's "
+                f"default_compute_score scores ({', '.join(verls)}): their reward dicts have different keys, and "
+                "verl 0.9.1's agent loop stacks reward_extra_info by the first row's keys (KeyError mid-step). "
+                "Train them in separate runs, or set reward.custom_reward_function to one function that returns "
+                "the same keys for every source")
 
     visurf = config.get("visurf") or {}
     if not visurf.get("enable", True):
