@@ -13,6 +13,22 @@ math: counting ("How many red shapes are there?", "How many triangles are there?
 multiple choice ("Which color appears most often?" -> option letter, options in
 ``extra_info.choices``).
 
+grid_source / grid_target (the micro-scale reproduction, ``recipe/visurf/micro``): grounding in a
+fixed layout, like a GUI: 4 columns (colours ``LAYOUT_COLORS``) x 3 rows (shapes), each object type
+(colour, shape) always in its home cell, so a box is one of 12 strings and a tiny model can learn
+the content, not only the format (a 1M-parameter model trained for minutes on CPU does not learn to
+localise a freely placed shape). Images are ``s`` high and 4/3 ``s`` wide (``--image-size s``);
+labels are in the 840 frame, so they do not depend on ``s``. Each image holds 2-4 distractor types
+and, when present, the queried one. ``grid_source`` (the base model's task): known colours
+(``SOURCE_COLORS``), the target always present, never one of ``HELD_OUT_TYPES``. ``grid_target``
+cycles through three parts (``extra_info.id`` = ``grid_target-<part>-<seed>-<i>``): (a) a known type,
+half the time a held-out combination of known words (``HELD_OUT_TYPES``: the base has to compose its
+row and column), so the base solves part (a) sometimes;
+(b) the new concept ``NEW_COLOR``, a word, a colour and a column never in the source task (the base
+never writes those coordinates, so sampling alone cannot find them); (c) a known type that is absent
+(label ``[]``, an answer the base never gives; only the image tells (c) from a present target).
+Train and held-out sets differ by ``--seed``.
+
 Image size: shapes are drawn on an S x S canvas (``--image-size S``, default 840) and the image
 is stored at S x S, but **label coordinates are always in the 840 frame** (``int(v*840/S+0.5)``),
 exactly like real sources whose W x H images are scaled to 840. A small S (e.g. 112) keeps the
@@ -49,7 +65,26 @@ COLORS = {
 }
 SHAPES = ("circle", "square", "triangle")
 BACKGROUNDS = ((245, 245, 245), (225, 225, 225), (250, 240, 225), (230, 240, 250))
-DATA_SOURCE = {"grounding": "synthetic_grounding", "math": "synthetic_math"}
+DATA_SOURCE = {
+    "grounding": "synthetic_grounding",
+    "math": "synthetic_math",
+    "grid_source": "synthetic_grounding",
+    "grid_target": "synthetic_grounding",
+}
+# grid tasks: a fixed layout, 3 rows (one per shape: LAYOUT_SHAPES) x 4 columns (one per colour:
+# LAYOUT_COLORS); every object type (colour, shape) has its home cell, like the elements of a GUI.
+LAYOUT_SHAPES = SHAPES
+LAYOUT_COLORS = ("red", "green", "blue", "purple")
+SOURCE_COLORS = LAYOUT_COLORS[:3]  # the base model's colour words
+NEW_COLOR = "purple"  # the target task's new concept: never drawn, named or answered in grid_source
+HELD_OUT_TYPES = (("blue", "triangle"), ("green", "circle"))  # never a grid_source target: part (a)
+GRID_EXTENT = 0.36  # a grid shape's half extent, as a fraction of the cell side
+GRID_PARTS = ("a", "b", "c")  # grid_target parts: held-out combination / new concept / non-object
+GRID_DISTRACTORS = (2, 4)  # (min, max) distractor objects per grid image
+# The grid tasks' own short prompt: the shared grounding prompt is ~280 tokens, five times the
+# answer, and at micro scale it only costs time (every rollout and update re-reads it).
+GRID_PROMPT = ('<image>Find "{question}". Think in <think> </think>, then answer in <answer> </answer> '
+               'a JSON list of {{"bbox_2d": [...], "point_2d": [...]}}, or [] if it is absent.')
 
 
 @dataclass(frozen=True)
@@ -90,7 +125,11 @@ def _place(rng: random.Random, s: int, combos: list[tuple[str, str]]) -> list[Sh
 
 def _draw(rng: random.Random, s: int, shapes: list[Shape]) -> Image.Image:
     img = Image.new("RGB", (s, s), rng.choice(BACKGROUNDS))
-    d = ImageDraw.Draw(img)
+    _paint(ImageDraw.Draw(img), shapes)
+    return img
+
+
+def _paint(d: ImageDraw.ImageDraw, shapes: list[Shape]) -> None:
     for sh in shapes:
         x1, y1, x2, y2 = sh.box
         fill = COLORS[sh.color]
@@ -100,7 +139,6 @@ def _draw(rng: random.Random, s: int, shapes: list[Shape]) -> Image.Image:
             d.rectangle((x1, y1, x2, y2), fill=fill)
         else:  # triangle with its base on the box bottom; the box centre lies inside it
             d.polygon([(sh.x, y1), (x2, y2), (x1, y2)], fill=fill)
-    return img
 
 
 def _distractors(rng: random.Random, target: tuple[str, str], k: int) -> list[tuple[str, str]]:
@@ -131,6 +169,56 @@ def grounding_sample(rng: random.Random, s: int):
     # the box uses inclusive pixels; keep the mapping exact: box edges and the centre are rounded
     # in canvas pixels first, then scaled into the 840 frame with int(v*840/S+0.5)
     return _draw(rng, s, shapes), question, objects
+
+
+def grid_part(task: str, i: int) -> str:
+    """The part of row ``i``: ``"source"`` for grid_source, else ``GRID_PARTS[i % 3]`` (a, b, c, a, ...)."""
+    return "source" if task == "grid_source" else GRID_PARTS[i % len(GRID_PARTS)]
+
+
+def grid_canvas(s: int) -> tuple[int, int]:
+    """(width, height) of a grid image of size parameter ``s``: ``s`` high, 4/3 ``s`` wide (4 x 3 cells)."""
+    return round(s * len(LAYOUT_COLORS) / len(LAYOUT_SHAPES)), s
+
+
+def grid_home(color: str, kind: str, s: int) -> Shape:
+    """The object of type (color, kind) in its home cell (column = colour, row = shape) of an ``s``-high image."""
+    w, h = grid_canvas(s)
+    cw, ch = w / len(LAYOUT_COLORS), h / len(LAYOUT_SHAPES)
+    col, row = LAYOUT_COLORS.index(color), LAYOUT_SHAPES.index(kind)
+    return Shape(color, kind, (col + 0.5) * cw, (row + 0.5) * ch, GRID_EXTENT * min(cw, ch))
+
+
+def grid_sample(rng: random.Random, s: int, part: str):
+    """(image, question, objects in the 840 frame, width, height) of one grid sample of ``part``.
+
+    The queried type is ``target``; the image holds 2-4 distractor types (known colours, never the
+    target) and, except in part c, the target, each in its home cell (``grid_home``).
+    source: target any known type but ``HELD_OUT_TYPES``; a: target in ``HELD_OUT_TYPES`` (odds 1/2)
+    or any known type;
+    b: target ``NEW_COLOR`` + any shape; c: target any known type, absent (label ``[]``).
+    """
+    known = [(c, k) for c in SOURCE_COLORS for k in LAYOUT_SHAPES]
+    if part == "source":
+        target = rng.choice([t for t in known if t not in HELD_OUT_TYPES])
+    elif part == "a":
+        target = rng.choice(HELD_OUT_TYPES) if rng.random() < 0.5 else rng.choice(known)
+    elif part == "b":
+        target = (NEW_COLOR, rng.choice(LAYOUT_SHAPES))
+    elif part == "c":
+        target = rng.choice(known)
+    else:
+        raise ValueError(f"unknown grid part {part!r}")
+    types = rng.sample([t for t in known if t != target], rng.randint(*GRID_DISTRACTORS))
+    if part != "c":
+        types.append(target)
+    shapes = [grid_home(c, k, s) for c, k in types]
+    w, h = grid_canvas(s)
+    img = Image.new("RGB", (w, h), rng.choice(BACKGROUNDS))
+    _paint(ImageDraw.Draw(img), shapes)
+    hits = [sh for sh in shapes if (sh.color, sh.kind) == target]
+    objects = [make_object([round(v) for v in sh.box], [round(sh.x), round(sh.y)], w, h) for sh in hits]
+    return img, f"the {target[0]} {target[1]}", objects, w, h
 
 
 def math_sample(rng: random.Random, s: int):
@@ -170,18 +258,25 @@ def convert(i: int, opts: SynthOpts) -> list[dict]:
     rng = random.Random(f"visurf-synthetic/{opts.task}/{opts.seed}/{opts.image_size}/{i}")
     s = opts.image_size
     choices = None
+    row_id = f"{DATA_SOURCE[opts.task]}_{opts.seed}_{i}"
     if opts.task == "grounding":
         img, question, objects = grounding_sample(rng, s)
         gt = labels_json(objects)
+    elif opts.task in ("grid_source", "grid_target"):
+        part = grid_part(opts.task, i)
+        img, question, objects, w, h = grid_sample(rng, s, part)
+        gt = labels_json(objects)
+        row_id = f"{opts.task}-{part}-{opts.seed}-{i}"
     else:
         img, question, gt, choices = math_sample(rng, s)
-    return [
-        build_row(
-            data_source=DATA_SOURCE[opts.task], question=question, image_bytes=encode_image(img, opts.image_format),
-            ground_truth=gt, row_id=f"{DATA_SOURCE[opts.task]}_{opts.seed}_{i}", split=opts.split,
-            width=s, height=s, choices=choices,
-        )
-    ]
+    w, h = img.size
+    row = build_row(
+        data_source=DATA_SOURCE[opts.task], question=question, image_bytes=encode_image(img, opts.image_format),
+        ground_truth=gt, row_id=row_id, split=opts.split, width=w, height=h, choices=choices,
+    )
+    if opts.task in ("grid_source", "grid_target"):
+        row["prompt"] = [{"role": "user", "content": GRID_PROMPT.format(question=question)}]
+    return [row]
 
 
 def generate(
@@ -196,13 +291,13 @@ def generate(
     workers: int = 1,
     progress: bool = False,
 ) -> Summary:
-    """Write ``n`` synthetic rows of ``task`` ("grounding" or "math") to the parquet ``out``
+    """Write ``n`` synthetic rows of ``task`` (a key of ``DATA_SOURCE``) to the parquet ``out``
     (atomically) and return the :class:`~data_prep.common.Summary` (``.rows``, ``.out`` ...).
 
     Images are ``image_size`` x ``image_size``; label coordinates are in the 840 frame.
     """
     if task not in DATA_SOURCE:
-        raise ValueError(f"unknown synthetic task {task!r} (grounding or math)")
+        raise ValueError(f"unknown synthetic task {task!r} ({', '.join(DATA_SOURCE)})")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 28 <= image_size <= 4096:

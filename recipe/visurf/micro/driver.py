@@ -1,0 +1,359 @@
+"""Train every method of the micro reproduction through the real recipe, evaluate, write the results.
+
+    python -m recipe.visurf.micro.driver [--out outputs/micro] [--smoke] [--only visurf grpo] [--seeds 1 2]
+
+From one cached base (``micro.base``) and one target task (``micro.task``), every run of one seed
+trains on the same ordered rows (``task.ordered_train``: step k = rows [k*B, (k+1)*B)) for the same
+number of optimizer steps with the same optimizer (verl's FSDP AdamW, constant lr, weight decay
+0.01, grad clip 1):
+
+* RL methods: ``python -m recipe.visurf.main_visurf`` + the method's Hydra overrides (``METHODS``),
+  ``data.shuffle=False``;
+* ``sft``: verl's own SFT trainer (``torchrun -m verl.trainer.sft_trainer``) on the rows converted by
+  ``data_prep.to_sft`` (prompt + the aligned GT response ViSurf injects), on CPU through the same
+  ``verl_ext.cpu`` platform as the RL trainer. Its sampler always shuffles (``DistributedSampler(
+  shuffle=True, seed=0)``, not configurable in verl 0.9.1), so the file is written in the inverse of
+  that permutation (``sft_file_order``) and the trainer sees the rows in the shared order;
+* ``sft_grpo``: ``sft`` on the first half of the rows and steps, then GRPO on the second half from
+  the SFT model.
+
+Checkpoints (HF weights) every ``eval_every`` steps are evaluated on the held-out target rows
+(``micro.evaluation``), the last also on the retention set. Each finished run writes
+``<out>/runs/<method>_s<seed>/result.json`` (a rerun skips finished runs) and the collected results
+are rewritten after every run (``micro.results``), so a partial run is still reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from recipe.visurf.micro import results as R
+from recipe.visurf.micro.base import BaseSpec, build_base
+from recipe.visurf.micro.task import TaskSpec, make_task, ordered_train, slice_rows
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# method -> (kind, Hydra overrides of recipe.visurf.main_visurf). Main methods first, then the
+# ablations (one switch each, relative to ViSurf's defaults).
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sft": ("sft", ()),
+    "grpo": ("rl", ("visurf.enable=False",)),
+    "sft_grpo": ("sft_rl", ("visurf.enable=False",)),
+    "visurf": ("rl", ()),
+    "visurf_gt_think": ("rl", ("visurf.gt_template='<think></think><answer>{answer}</answer>'",)),
+    "visurf_gt_thinking_full": ("rl", ("visurf.gt_thinking_reward=full",)),
+    "visurf_no_smoothing": ("rl", ("visurf.smoothing=False",)),
+    "visurf_all_fail": ("rl", ("visurf.inject_when=all_fail",)),
+    "visurf_luffy": ("rl", ("visurf.gt_loss=luffy_shaping",)),
+    "visurf_no_align": ("rl", ("visurf.align=False",)),
+}
+MAIN = ("sft", "grpo", "sft_grpo", "visurf")
+ABLATIONS = tuple(m for m in METHODS if m not in MAIN)
+# visurf.align=False changes nothing when every label is already in rollout style (data_prep writes
+# labels with json.dumps, the aligned style): run by default only when ``align_differences`` > 0.
+NOOP_WHEN_ALIGNED = "visurf_no_align"
+
+
+@dataclass(frozen=True)
+class MicroConfig:
+    """The shared budget of every run (docs/RESULTS.md "Settings")."""
+
+    steps: int = 24  # optimizer steps per run (sft_grpo: half SFT, half GRPO)
+    batch: int = 4  # prompts (rows) per step
+    n: int = 4  # G sampled rollouts per prompt (ViSurf adds the GT: G+1)
+    lr: float = 1e-3
+    max_response_length: int = 64
+    eval_every: int = 6
+    seeds: tuple[int, ...] = (1, 2, 3)  # main methods
+    ablation_seeds: tuple[int, ...] = (1,)
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m != NOOP_WHEN_ALIGNED)
+    task: TaskSpec = field(default_factory=TaskSpec)
+    base: BaseSpec = field(default_factory=BaseSpec)
+
+
+def smoke_config() -> MicroConfig:
+    """SMOKE=1: the same pipeline at toy size (CI): small base, 2 steps, ViSurf and SFT, one seed."""
+    return MicroConfig(steps=2, eval_every=2, seeds=(1,), ablation_seeds=(), methods=("sft", "visurf"),
+                       task=TaskSpec(n_train=24, n_heldout=12, n_retention=6), base=replace(BaseSpec(), steps=40))
+
+
+def align_differences(files: list[Path]) -> int:
+    """Rows whose GT response differs between ``visurf.align=True`` and ``False`` (0: the switch is a no-op)."""
+    import pyarrow.parquet as pq
+
+    from verl_ext.constants import task_of
+    from verl_ext.visurf.reward_control import gt_response
+
+    n = 0
+    for f in files:
+        for row in pq.read_table(f, columns=["data_source", "reward_model"]).to_pylist():
+            gt, task = row["reward_model"]["ground_truth"], task_of(row["data_source"])
+            n += gt_response(gt, task, align=True) != gt_response(gt, task, align=False)
+    return n
+
+
+def runs_of(cfg: MicroConfig) -> list[tuple[str, int]]:
+    """(method, seed) pairs in run order: main methods seed by seed, then the ablations."""
+    main = [(m, s) for s in cfg.seeds for m in MAIN if m in cfg.methods]
+    abl = [(m, s) for s in cfg.ablation_seeds for m in ABLATIONS if m in cfg.methods]
+    return main + abl
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(VERL_PLATFORM="cpu", VERL_USE_EXTERNAL_MODULES="verl_ext.cpu", VERL_ENGINE_DEVICE="cuda",
+               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               # ray pre-starts one idle python worker per logical CPU; on 2 shared cores that is pure
+               # start-up cost (verl's actors get their own workers anyway)
+               RAY_enable_worker_prestart="0", RAY_prestart_worker_first_driver="0",
+               PYTHONPATH=f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT))
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, env: dict) -> None:
+    cwd.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        raise RuntimeError(f"{cmd[2] if len(cmd) > 2 else cmd}: exit {proc.returncode}; {log}:\n" + "\n".join(tail))
+
+
+def rl_command(cfg: MicroConfig, model: Path, train: Path, val: Path, steps: int, work: Path,
+               overrides: tuple[str, ...], name: str, seed: int) -> list[str]:
+    """``python -m recipe.visurf.main_visurf`` with the shared budget and the method's overrides."""
+    b = cfg.batch
+    return [sys.executable, "-m", "recipe.visurf.main_visurf",
+            f"data.train_files={train}", f"data.val_files={val}", f"data.train_batch_size={b}",
+            "data.max_prompt_length=256", f"data.max_response_length={cfg.max_response_length}",
+            "data.dataloader_num_workers=0", "data.shuffle=False", f"data.seed={seed}",
+            f"actor_rollout_ref.model.path={model}", f"actor_rollout_ref.rollout.n={cfg.n}",
+            f"actor_rollout_ref.actor.optim.lr={cfg.lr}", f"actor_rollout_ref.actor.ppo_mini_batch_size={b}",
+            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={b}",
+            f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={b}",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[hf_model]",
+            "trainer.logger=[console,file]", "trainer.project_name=visurf_micro", f"trainer.experiment_name={name}",
+            "trainer.val_before_train=False", "trainer.test_freq=-1", f"trainer.save_freq={cfg.eval_every}",
+            "trainer.total_epochs=1000", f"trainer.total_training_steps={steps}", "trainer.resume_mode=disable",
+            f"trainer.default_local_dir={work / 'ckpt'}", *overrides]
+
+
+def sft_command(cfg: MicroConfig, model: Path, train_sft: Path, steps: int, work: Path, name: str) -> list[str]:
+    """verl's SFT trainer (torchrun, one CPU process) with the same optimizer settings as the RL actor."""
+    b = cfg.batch
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=1",
+            "-m", "verl.trainer.sft_trainer",
+            f"data.train_files={train_sft}", "data.val_files=null", "data.messages_key=messages",
+            f"data.train_batch_size={b}", f"data.micro_batch_size_per_gpu={b}", "data.use_dynamic_bsz=False",
+            "data.max_length=512", "data.truncation=error", "data.pad_mode=no_padding", "data.num_workers=0",
+            f"model.path={model}", "model.use_remove_padding=False",
+            "+model.override_config.attn_implementation=sdpa", "engine.strategy=fsdp2",
+            f"optim.lr={cfg.lr}", "optim.lr_warmup_steps_ratio=0.0", "optim.weight_decay=0.01", "optim.clip_grad=1.0",
+            "optim.lr_scheduler_type=constant", "trainer.logger=[console,file]", "trainer.project_name=visurf_micro",
+            f"trainer.experiment_name={name}", f"trainer.default_local_dir={work / 'ckpt'}",
+            "trainer.n_gpus_per_node=1", "trainer.nnodes=1", f"trainer.total_training_steps={steps}",
+            "trainer.total_epochs=1", f"trainer.save_freq={cfg.eval_every}", "trainer.test_freq=-1",
+            "trainer.device=cpu", "trainer.resume_mode=disable", "checkpoint.save_contents=[model,hf_model]"]
+
+
+def sft_file_order(n: int, seed: int = 0) -> list[int]:
+    """File position of each row so that ``DistributedSampler(shuffle=True, seed=seed)`` (epoch 0,
+    one replica) yields the rows in their intended order: the sampler visits file rows
+    ``perm = randperm(n, generator(seed))``, so row ``j`` goes to file position ``perm[j]``."""
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def write_sft_rows(rl_rows: Path, out: Path) -> Path:
+    """``data_prep.to_sft`` of ``rl_rows``, reordered by ``sft_file_order``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_prep.to_sft import main as to_sft
+
+    tmp = out.with_name(f".{out.name}.unordered.parquet")
+    if to_sft(["--in", str(rl_rows), "--out", str(tmp)]) != 0:
+        raise RuntimeError(f"data_prep.to_sft failed on {rl_rows}")
+    table = pq.read_table(tmp)
+    perm = sft_file_order(table.num_rows)
+    inverse = [0] * len(perm)
+    for j, p in enumerate(perm):
+        inverse[p] = j
+    pq.write_table(table.take(pa.array(inverse)), out)
+    tmp.unlink()
+    return out
+
+
+def hf_checkpoints(ckpt: Path, offset: int = 0) -> list[tuple[int, Path]]:
+    """``(step + offset, HF dir)`` of the saved steps of a verl checkpoint root (RL: ``actor/huggingface``,
+    SFT: ``huggingface``), by step."""
+    out = []
+    for d in ckpt.glob("global_step_*"):
+        hf = d / "actor" / "huggingface" if (d / "actor").is_dir() else d / "huggingface"
+        if (hf / "config.json").is_file():
+            out.append((int(d.name.rsplit("_", 1)[1]) + offset, hf))
+    return sorted(out)
+
+
+def train(cfg: MicroConfig, method: str, seed: int, base: Path, train_rows: Path, heldout: Path, work: Path,
+          log=print, extra: tuple[str, ...] = ()) -> tuple[list[tuple[int, Path]], Path | None]:
+    """Run the method's trainer(s); returns the HF checkpoints by step and the RL metrics file (or None).
+    ``extra``: more Hydra overrides for the RL trainer (the main job's command-line arguments)."""
+    kind, overrides = METHODS[method]
+    overrides = overrides + tuple(extra)
+    env = _env()
+    name = f"{method}_s{seed}"
+    metrics = None
+    if kind == "sft":
+        sft_rows = write_sft_rows(train_rows, work / "train_sft.parquet")
+        _run(sft_command(cfg, base, sft_rows, cfg.steps, work, name), work, work / "train.log", env)
+        return hf_checkpoints(work / "ckpt"), None
+    if kind == "rl":
+        env["VERL_FILE_LOGGER_PATH"] = str(work / "metrics.jsonl")
+        _run(rl_command(cfg, base, train_rows, heldout, cfg.steps, work, overrides, name, seed),
+             work, work / "train.log", env)
+        return hf_checkpoints(work / "ckpt"), work / "metrics.jsonl"
+    # sft_rl: SFT on the first half of the order, then GRPO from the SFT model on the second half
+    half = cfg.steps // 2
+    first = slice_rows(train_rows, work / "train_first.parquet", 0, half * cfg.batch)
+    second = slice_rows(train_rows, work / "train_second.parquet", half * cfg.batch, cfg.steps * cfg.batch)
+    sft_work = work / "sft"
+    sft_rows = write_sft_rows(first, work / "train_first_sft.parquet")
+    _run(sft_command(cfg, base, sft_rows, half, sft_work, name + "_sft"), sft_work, work / "train_sft.log", env)
+    sft_ckpts = hf_checkpoints(sft_work / "ckpt")
+    if not sft_ckpts or sft_ckpts[-1][0] != half:
+        raise RuntimeError(f"{name}: SFT stage saved no step-{half} checkpoint under {sft_work / 'ckpt'}")
+    env["VERL_FILE_LOGGER_PATH"] = str(work / "metrics.jsonl")
+    _run(rl_command(cfg, sft_ckpts[-1][1], second, heldout, cfg.steps - half, work, overrides, name, seed),
+         work, work / "train.log", env)
+    return sft_ckpts + hf_checkpoints(work / "ckpt", offset=half), work / "metrics.jsonl"
+
+
+def evaluate_run(ckpts: list[tuple[int, Path]], heldout: Path, retention: Path, think: str, work: Path) -> dict:
+    """Held-out report per checkpoint (the curve) and the last checkpoint's held-out + retention reports."""
+    from recipe.visurf.micro.evaluation import evaluate_model
+
+    curve = []
+    for step, hf in ckpts:
+        rep = evaluate_model(hf, heldout, work / f"eval_step{step}", think=think)
+        curve.append({"step": step, **rep})
+    final = ckpts[-1][1]
+    retention_rep = evaluate_model(final, retention, work / "eval_retention", think=think, loglik=False)
+    return {"curve": curve, "heldout": dict(curve[-1]), "retention": retention_rep}
+
+
+def run_one(cfg: MicroConfig, method: str, seed: int, base: Path, files, out: Path, log=print) -> dict:
+    """Train + evaluate one (method, seed); reuses ``result.json`` of a finished run with the same settings."""
+    work = out / "runs" / f"{method}_s{seed}"
+    result_path = work / "result.json"
+    settings = {"config": R.config_dict(cfg), "overrides": list(METHODS[method][1])}
+    if result_path.is_file():
+        done = json.loads(result_path.read_text())
+        if done.get("settings") == settings:
+            log(f"[{method} s{seed}] done before, reused")
+            return done
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    train_rows = out / "data" / f"train_seed{seed}.parquet"
+    if not train_rows.is_file():
+        ordered_train(files.train_pool, train_rows, cfg.steps, cfg.batch, seed)
+    log(f"[{method} s{seed}] training {cfg.steps} steps ({' '.join(METHODS[method][1]) or 'defaults'}) ...")
+    t0 = time.time()
+    ckpts, metrics = train(cfg, method, seed, base, train_rows, files.heldout, work, log)
+    train_s = time.time() - t0
+    if not ckpts or ckpts[-1][0] != cfg.steps:
+        raise RuntimeError(f"{method} s{seed}: no step-{cfg.steps} checkpoint in {work}")
+    t1 = time.time()
+    ev = evaluate_run(ckpts, files.heldout, files.retention, cfg.base.think, work)
+    eval_s = time.time() - t1
+    result = {"method": method, "seed": seed, "kind": METHODS[method][0], "steps": cfg.steps,
+              "rows_seen": cfg.steps * cfg.batch, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
+              **ev, "train_metrics": R.train_metrics(metrics) if metrics else [], "settings": settings}
+    result_path.write_text(json.dumps(result, indent=1))
+    for _, hf in ckpts:  # weights are not needed any more; the evaluations are kept
+        shutil.rmtree(hf.parent if hf.parent.name == "actor" else hf, ignore_errors=True)
+    h = result["heldout"]
+    log(f"[{method} s{seed}] held-out acc {h['acc']:.3f} (a {h.get('acc_a')}, b {h.get('acc_b')}, "
+        f"c {h.get('acc_c')}), format {h['format']:.2f}, retention {result['retention']['acc']:.3f}; "
+        f"train {train_s:.0f}s, eval {eval_s:.0f}s")
+    return result
+
+
+def prepare(cfg: MicroConfig, out: Path, log=print):
+    """The cached base, the task files and the base's own evaluation (step 0 of every curve)."""
+    from recipe.visurf.micro.evaluation import evaluate_model
+
+    base = build_base(cfg.base, log=log)
+    files = make_task(out / "data", cfg.task)
+    base_eval_path = out / "base_eval.json"
+    key = {"base": base.name, "task": asdict(cfg.task)}
+    if base_eval_path.is_file() and json.loads(base_eval_path.read_text()).get("key") == key:
+        base_eval = json.loads(base_eval_path.read_text())
+    else:
+        work = out / "base_eval"
+        base_eval = {"key": key,
+                     "heldout": evaluate_model(base, files.heldout, work / "heldout", think=cfg.base.think),
+                     "retention": evaluate_model(base, files.retention, work / "retention", think=cfg.base.think,
+                                                 loglik=False)}
+        base_eval_path.write_text(json.dumps(base_eval, indent=1))
+    return base, files, base_eval
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(ROOT / "outputs" / "micro"), help="work directory (runs, data, logs)")
+    p.add_argument("--smoke", action="store_true", help="toy-size version of the whole pipeline (CI)")
+    p.add_argument("--only", nargs="*", choices=tuple(METHODS), help="run only these methods")
+    p.add_argument("--seeds", nargs="*", type=int, help="main-method seeds (default 1 2 3)")
+    p.add_argument("--results", default=None, help="results JSON (default docs/results/micro.json; smoke: <out>)")
+    p.add_argument("--docs", default=None, help="directory for the PNG curves (default docs/; smoke: <out>)")
+    args = p.parse_args(argv)
+    cfg = smoke_config() if args.smoke else MicroConfig()
+    if args.only:
+        cfg = replace(cfg, methods=tuple(args.only))
+    if args.seeds:
+        cfg = replace(cfg, seeds=tuple(args.seeds))
+    out = Path(args.out)
+    results_path = Path(args.results or (out / "micro.json" if args.smoke else ROOT / "docs" / "results" / "micro.json"))
+    docs = Path(args.docs or (out if args.smoke else ROOT / "docs"))
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
+
+    base, files, base_eval = prepare(cfg, out, log)
+    base_eval["align_differences"] = align_differences([files.train_pool])
+    if base_eval["align_differences"] and not args.only and NOOP_WHEN_ALIGNED not in cfg.methods:
+        cfg = replace(cfg, methods=cfg.methods + (NOOP_WHEN_ALIGNED,))
+    log(f"visurf.align=False changes the GT of {base_eval['align_differences']} training rows"
+        + ("" if base_eval["align_differences"] else f" (a no-op here: {NOOP_WHEN_ALIGNED} not run)"))
+    h = base_eval["heldout"]
+    log(f"base {base.name}: held-out acc {h['acc']:.3f} (a {h.get('acc_a')}, b {h.get('acc_b')}, c {h.get('acc_c')}), "
+        f"format {h['format']:.2f}; retention {base_eval['retention']['acc']:.3f}")
+    results = []
+    for method, seed in runs_of(cfg):
+        try:
+            results.append(run_one(cfg, method, seed, base, files, out, log))
+        except Exception as e:  # one failed run must not lose the others: report it and go on
+            log(f"[{method} s{seed}] FAILED: {e}")
+            results.append({"method": method, "seed": seed, "failed": str(e)[-2000:]})
+        R.write_all(results_path, docs, cfg, base, base_eval, results, wall_s=time.time() - t0)
+    log(f"done: {results_path}, curves in {docs}")
+    return 1 if any("failed" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

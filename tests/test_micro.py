@@ -1,0 +1,197 @@
+"""The micro reproduction's pieces (recipe/visurf/micro): grid task generator, training order, SFT file
+order, base cache, evaluation summary, results writer; and the SMOKE run of the whole pipeline (e2e)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from data_prep.synthetic import COLORS, HELD_OUT_TYPES, NEW_COLOR, SOURCE_COLORS, generate
+from recipe.visurf.micro import results as R
+from recipe.visurf.micro.base import BaseSpec, base_dir, base_response, build_base
+from recipe.visurf.micro.driver import MAIN, METHODS, sft_file_order
+from recipe.visurf.micro.evaluation import logsumexp2, report_summary
+from recipe.visurf.micro.task import ordered_train, part_of, slice_rows, training_order
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Hand-computed labels of the 4 x 3 layout at image size 84 (112 x 84 px, cells of 28 px, half extent
+# 0.36*28 = 10.08): column 0 centre 14 -> box 3.92..24.08 -> [4, 24] -> x 840/112 -> [30, 180], point 105;
+# column 1 [240, 390], 315; column 2 [450, 600], 525; column 3 [660, 810], 735. Rows (x 840/84):
+# row 0 [40, 240], 140; row 1 [320, 520], 420; row 2 [600, 800], 700.
+X_CELLS = [([30, 180], 105), ([240, 390], 315), ([450, 600], 525), ([660, 810], 735)]
+Y_CELLS = [([40, 240], 140), ([320, 520], 420), ([600, 800], 700)]
+COLUMN = {"red": 0, "green": 1, "blue": 2, "purple": 3}
+ROW = {"circle": 0, "square": 1, "triangle": 2}
+
+
+def _rows(path):
+    return pd.read_parquet(path).to_dict(orient="records")
+
+
+def _pixel(row, x, y):
+    return tuple(int(v) for v in Image.open(io.BytesIO(row["images"][0]["bytes"])).convert("RGB").getpixel((x, y)))
+
+
+def test_grid_target_parts_labels_and_determinism(tmp_path):
+    generate("grid_target", 24, 5, str(tmp_path / "t.parquet"), image_size=84)
+    generate("grid_target", 24, 5, str(tmp_path / "t2.parquet"), image_size=84)
+    assert (tmp_path / "t.parquet").read_bytes() == (tmp_path / "t2.parquet").read_bytes()
+    rows = _rows(tmp_path / "t.parquet")
+    assert [part_of(r["extra_info"]["id"]) for r in rows] == ["a", "b", "c"] * 8
+    held_out_in_a = 0
+    for r in rows:
+        part, q = part_of(r["extra_info"]["id"]), r["extra_info"]["question"]
+        color, shape = q.split()[1:]
+        label = json.loads(r["reward_model"]["ground_truth"])
+        assert r["data_source"] == "synthetic_grounding" and q in r["prompt"][0]["content"]
+        assert (r["extra_info"]["width"], r["extra_info"]["height"]) == (112, 84)
+        assert (color == NEW_COLOR) == (part == "b")
+        (x1, x2), px = X_CELLS[COLUMN[color]]
+        (y1, y2), py = Y_CELLS[ROW[shape]]
+        if part == "c":  # absent: the home cell's centre shows the background, not the queried colour
+            assert label == [] and _pixel(r, 14 + 28 * COLUMN[color], 14 + 28 * ROW[shape]) != COLORS[color]
+        else:
+            assert label == [{"bbox_2d": [x1, y1, x2, y2], "point_2d": [px, py]}]
+            assert _pixel(r, 14 + 28 * COLUMN[color], 14 + 28 * ROW[shape]) == COLORS[color]
+        held_out_in_a += part == "a" and (color, shape) in HELD_OUT_TYPES
+    assert 0 < held_out_in_a < 8
+
+
+def test_grid_source_never_shows_the_new_concept_nor_held_out_targets(tmp_path):
+    generate("grid_source", 24, 0, str(tmp_path / "s.parquet"), image_size=84)
+    purple = np.array(COLORS[NEW_COLOR])
+    for r in _rows(tmp_path / "s.parquet"):
+        color, shape = r["extra_info"]["question"].split()[1:]
+        assert color in SOURCE_COLORS and (color, shape) not in HELD_OUT_TYPES
+        assert len(json.loads(r["reward_model"]["ground_truth"])) == 1
+        img = np.asarray(Image.open(io.BytesIO(r["images"][0]["bytes"])).convert("RGB")).astype(int)
+        assert not (np.abs(img - purple).sum(-1) < 30).any()
+
+
+def test_part_of_rejects_other_ids():
+    assert part_of("grid_target-b-101-4") == "b" and part_of("grid_source-source-0-3") == "source"
+    with pytest.raises(ValueError, match="not a grid"):
+        part_of("synthetic_grounding_0_1")
+
+
+def test_training_order_is_epochs_of_permutations_and_files_follow_it(tmp_path):
+    idx = training_order(5, 12, seed=3)
+    assert len(idx) == 12
+    assert sorted(idx[:5]) == list(range(5)) and sorted(idx[5:10]) == list(range(5))
+    assert (idx == training_order(5, 12, seed=3)).all() and not (idx == training_order(5, 12, seed=4)).all()
+    generate("grid_target", 5, 0, str(tmp_path / "pool.parquet"), image_size=56)
+    out = ordered_train(tmp_path / "pool.parquet", tmp_path / "o.parquet", steps=3, batch=4, seed=3)
+    pool_ids = [r["extra_info"]["id"] for r in _rows(tmp_path / "pool.parquet")]
+    assert [r["extra_info"]["id"] for r in _rows(out)] == [pool_ids[i] for i in idx]
+    half = slice_rows(out, tmp_path / "h.parquet", 4, 12)
+    assert [r["extra_info"]["id"] for r in _rows(half)] == [pool_ids[i] for i in idx[4:12]]
+
+
+def test_sft_file_order_makes_verls_shuffling_sampler_yield_the_shared_order():
+    from torch.utils.data.distributed import DistributedSampler
+
+    n = 10
+    perm = sft_file_order(n)
+    file_rows = [None] * n
+    for j, p in enumerate(perm):  # what write_sft_rows does: row j at file position perm[j]
+        file_rows[p] = j
+    sampler = DistributedSampler(file_rows, shuffle=True, num_replicas=1, rank=0, drop_last=True)  # verl's
+    assert [file_rows[i] for i in sampler] == list(range(n))
+
+
+def test_base_cache_key_and_reuse(tmp_path):
+    spec = BaseSpec()
+    assert spec.key() == BaseSpec().key() and len(spec.key()) == 12
+    assert BaseSpec(steps=spec.steps + 1).key() != spec.key()
+    d = base_dir(spec, tmp_path)
+    d.mkdir(parents=True)
+    (d / "base_meta.json").write_text("{}")
+    assert build_base(spec, tmp_path, log=lambda m: pytest.fail(f"retrained: {m}")) == d  # cached: no training
+    assert base_response('[{"bbox_2d": [1, 2, 3, 4]}]', "look.") == \
+        '<think>look.</think><answer>[{"bbox_2d": [1, 2, 3, 4]}]</answer>'
+
+
+def test_methods_table_is_one_switch_per_ablation():
+    assert MAIN == ("sft", "grpo", "sft_grpo", "visurf") and METHODS["visurf"] == ("rl", ())
+    for name, (kind, overrides) in METHODS.items():
+        if name not in MAIN:
+            assert kind == "rl" and len(overrides) == 1 and overrides[0].startswith("visurf."), name
+
+
+def test_logsumexp2_and_report_summary():
+    assert logsumexp2(math.log(0.2), math.log(0.3)) == pytest.approx(math.log(0.5))
+    assert logsumexp2(-1000.0, -1000.0) == pytest.approx(-1000.0 + math.log(2))
+    report = {"metrics": {"overall": {"n": 6, "BboxAcc": 0.5, "format": 1.0}},
+              "groups": {"a": {"BboxAcc": 1.0, "format": 1.0}, "c": {"BboxAcc": 0.0, "format": 1.0}}}
+    assert report_summary(report) == {"n": 6, "acc": 0.5, "format": 1.0, "acc_a": 1.0, "format_a": 1.0,
+                                      "acc_c": 0.0, "format_c": 1.0}
+
+
+def _run(method, seed, acc, ret):
+    return {"method": method, "seed": seed, "steps": 4, "rows_seen": 16, "train_s": 10.0 * seed,
+            "heldout": {"acc": acc, "acc_a": acc, "acc_b": 0.0, "acc_c": 1.0, "format": 1.0, "ll_b": -3.0},
+            "retention": {"acc": ret}, "curve": [{"step": 2, "acc": acc / 2}, {"step": 4, "acc": acc}],
+            "train_metrics": [{"step": 1, "visurf/gt_signal_share": 1.0}, {"step": 2, "visurf/gt_signal_share": 0.5}]}
+
+
+def test_results_summary_table_and_results_md_block(tmp_path):
+    assert R.mean_std([1, 2, 3]) == [2.0, 1.0] and R.mean_std([0.5]) == [0.5, 0.0] and R.mean_std([]) is None
+    runs = [_run("visurf", 1, 0.2, 0.5), _run("visurf", 2, 0.4, 0.7), _run("grpo", 1, 0.1, 0.6),
+            {"method": "grpo", "seed": 2, "failed": "boom"}]
+    s = R.summarize(runs)
+    assert s["visurf"]["seeds"] == 2 and s["visurf"]["acc"] == [0.3, round(math.sqrt(0.02), 4)]
+    assert s["visurf"]["retention"] == [0.6, round(math.sqrt(0.02), 4)] and s["grpo"]["seeds"] == 1
+    base = {"heldout": {"acc": 0.1, "acc_a": 0.2, "acc_b": 0.0, "acc_c": 0.0, "format": 0.9}, "retention": {"acc": 0.8}}
+    table = R.markdown_table(base, s)
+    assert "| visurf | 2 | 0.30 ± 0.14 |" in table and "| base | – | 0.10 |" in table
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# R\n\nbefore\n\nafter\n")
+    R.update_results_md(md, "T1")
+    R.update_results_md(md, "T2")
+    text = md.read_text()
+    assert text.count(R.TABLE_START) == 1 and "T2" in text and "T1" not in text and text.startswith("# R\n\nbefore")
+
+
+def test_write_all_writes_json_and_curves(tmp_path):
+    from recipe.visurf.micro.driver import smoke_config
+
+    base = {"heldout": {"acc": 0.1, "format": 0.9}, "retention": {"acc": 0.8}}
+    runs = [_run("visurf", 1, 0.2, 0.5), _run("grpo", 1, 0.1, 0.6)]
+    data = R.write_all(tmp_path / "micro.json", tmp_path, smoke_config(), tmp_path / "base-x", base, runs, 12.0)
+    on_disk = json.loads((tmp_path / "micro.json").read_text())
+    assert on_disk["summary"] == json.loads(json.dumps(data["summary"])) and on_disk["wall_s"] == 12.0
+    assert on_disk["settings"]["steps"] == 2 and on_disk["settings"]["base_key"] == smoke_config().base.key()
+    for png in (R.PNG_ACC, R.PNG_GT):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert R.TABLE_START in (tmp_path / "RESULTS.md").read_text()
+
+
+@pytest.mark.e2e
+def test_reproduce_micro_smoke(tmp_path):
+    """SMOKE=1 bash examples/reproduce_micro.sh: small base, SFT (verl's SFT trainer) and ViSurf (the
+    recipe), 2 steps each, evaluated; micro.json, RESULTS.md block and curves written."""
+    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path / "out"), "VISURF_MICRO_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(["bash", str(ROOT / "examples" / "reproduce_micro.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((tmp_path / "out" / "micro.json").read_text())
+    assert {r["method"] for r in data["runs"]} == {"sft", "visurf"}
+    for r in data["runs"]:
+        assert r["steps"] == 2 and r["rows_seen"] == 8 and [p["step"] for p in r["curve"]] == [2]
+        assert 0.0 <= r["heldout"]["acc"] <= 1.0 and set(r["heldout"]) >= {"acc_a", "acc_b", "acc_c", "format", "ll_c"}
+        assert 0.0 <= r["retention"]["acc"] <= 1.0
+    visurf = next(r for r in data["runs"] if r["method"] == "visurf")
+    assert [m["step"] for m in visurf["train_metrics"]] == [1, 2]
+    assert all(m["visurf/gt_signal_share"] >= 0 for m in visurf["train_metrics"])
+    assert (tmp_path / "out" / R.PNG_ACC).is_file() and (tmp_path / "out" / "RESULTS.md").is_file()
