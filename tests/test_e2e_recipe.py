@@ -83,6 +83,9 @@ def test_visurf_losses_gradients_and_metrics(visurf_run):
             assert key in m, key
         # the rollout-only log-prob check is at least as strict as verl's (GT rows enter verl's as exact matches)
         assert m["visurf/rollout_probs_diff_mean"] >= m["training/rollout_probs_diff_mean"]
+        # issue 10: the CPU rollout samples from the actor's distribution (complete model inputs, fp32
+        # actor); before the fix: ~1e-2 with a bf16 actor, up to ~1 with 1-D image positions
+        assert m["visurf/rollout_probs_diff_max"] < 1e-3
         # advantages are normalised per group over all G+1 rows: they sum to ~0 in every group
         for group in _groups(run.rollouts[step]).values():
             assert abs(sum(r["advantage"] for r in group)) < 1e-4

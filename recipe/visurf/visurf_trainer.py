@@ -15,7 +15,7 @@ Everything algorithmic lives in ``verl_ext``; this class only wires it into verl
   full loss with ``set_loss_fn`` — the loss then sees the ``is_gt`` column;
 * ``_update_actor``: the ``visurf/*`` metrics are logged with the actor's metrics.
 
-verl metrics that include the GT (and pad) rows are listed in the README ("Metrics");
+verl metrics that include the GT (and pad) rows are listed in the README ("Using the recipe");
 ``visurf/rollout_*`` are the on-policy-only counterparts.
 """
 

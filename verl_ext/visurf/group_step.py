@@ -3,7 +3,8 @@
 Which copy of a prompt becomes the GT member, reward smoothing (METHOD.md §3.3),
 ``inject_when=all_fail``, the rewards compared like with like, and the exact rewrite of the
 outcome rewards. No verl agent-loop code here (that glue is ``verl_ext.visurf.gt_injection``);
-``apply_group_step`` is the one caller of ``smooth_gt_rewards``.
+``group_reward_step`` (run on a batch by ``apply_group_step``) is the one caller of
+``smooth_gt_rewards``.
 
 All functions are vectorised over the batch (dense group ids, ``index_add`` /
 ``scatter_reduce``), never a Python loop over rows, and independent of row order.

@@ -138,7 +138,8 @@ def verl_scores_source(data_source: str, ground_truth: Any) -> bool:
 
 
 def _render(rows: list[dict], source: str, visurf: Any) -> tuple[dict | None, str]:
-    """(first row whose label renders, with its text under "gt_text"), or (None, first problem)."""
+    """(first row whose label renders, with its text under "gt_text"), or (None, first problem);
+    ``visurf`` is the typed block (``VisurfConfig``)."""
     from verl_ext.visurf.reward_control import render_gt
 
     problem = f"none of its first {len(rows)} rows has a label (reward_model.ground_truth)"
@@ -146,8 +147,7 @@ def _render(rows: list[dict], source: str, visurf: Any) -> tuple[dict | None, st
         if is_missing(row["ground_truth"]):
             continue
         try:
-            text = render_gt(row["ground_truth"], source, align=bool(visurf.get("align", True)),
-                             template=str(visurf.get("gt_template", "<answer>{answer}</answer>")))
+            text = render_gt(row["ground_truth"], source, align=visurf.align, template=visurf.gt_template)
         except ValueError as e:
             problem = str(e)
             continue
@@ -204,10 +204,12 @@ def check_data_sources(config: DictConfig) -> dict[str, str]:
                 "Train them in separate runs, or set reward.custom_reward_function to one function that returns "
                 "the same keys for every source")
 
-    visurf = config.get("visurf") or {}
-    if not visurf.get("enable", True):
+    from verl_ext.visurf.config import visurf_config
+
+    visurf = visurf_config(config.get("visurf"))  # the typed block: its defaults and checks, one home
+    if not visurf.enable:
         return scored_by
-    thinking = str(visurf.get("gt_thinking_reward", "zero"))
+    thinking = visurf.gt_thinking_reward
     for source, rows in sorted(samples.items()):
         row, problem = _render(rows, source, visurf)
         if row is None:
@@ -220,7 +222,7 @@ def check_data_sources(config: DictConfig) -> dict[str, str]:
         if not gt > empty:
             raise ValueError(
                 f"visurf: the GT of data_source {source!r} renders as {row['gt_text']!r} "
-                f"(visurf.gt_template={visurf.get('gt_template')!r}) and scores {gt:g} under {scored_by[source]}, "
+                f"(visurf.gt_template={visurf.gt_template!r}) and scores {gt:g} under {scored_by[source]}, "
                 f"no more than an empty response ({empty:g}): the template does not follow the reward's answer "
                 "convention, so the GT member would teach nothing. Set visurf.gt_template to it, e.g. "
                 "'#### {answer}' (verl's GSM8K), '\\boxed{{answer}}' (verl's MATH / Geometry3K)")
