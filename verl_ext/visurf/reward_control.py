@@ -104,7 +104,12 @@ def render_gt(ground_truth: Any, data_source: str, *, align: bool = True, templa
     task = DATA_SOURCE_TASK.get(data_source)
     if task is not None and align:
         return align_gt(ground_truth, task, template)
-    what = task or f"data_source={data_source!r}"
+    return _label_in_template(ground_truth, task or f"data_source={data_source!r}", template)
+
+
+def _label_in_template(ground_truth: Any, what: str, template: str) -> str:
+    """The generic rendering ``template(answer_label(label))``; ValueError ``bad {what} label ...``
+    (the label quoted) for a missing label or one that is not a string, number or JSON value."""
     try:
         if is_missing(ground_truth):
             raise ValueError("no label (None or empty)")
@@ -122,10 +127,5 @@ def gt_response(ground_truth: Any, task: str, *, align: bool = True, template: s
     template (the "no alignment" ablation). ValueError (the label quoted) for a bad label."""
     if align:
         return align_gt(ground_truth, task, template)
-    try:
-        if is_missing(ground_truth):
-            raise ValueError("no label (None or empty)")
-        answer = answer_label(ground_truth)
-    except ValueError as e:
-        raise ValueError(f"bad {task} label {_label_repr(ground_truth)}: {e}") from None
-    return template.replace(_ANSWER_FIELD, answer)
+    _check_template(template)
+    return _label_in_template(ground_truth, task, template)
