@@ -69,7 +69,7 @@ class MicroConfig:
     steps: int = 24  # optimizer steps per run (sft_grpo: half SFT, half GRPO)
     batch: int = 4  # prompts (rows) per step
     n: int = 4  # G sampled rollouts per prompt (ViSurf adds the GT: G+1)
-    lr: float = 1e-3
+    lr: float = 3e-4  # a tenth of the base stage's lr (1e-3 wrecked the format in one ViSurf step: RESULTS.md)
     max_response_length: int = 64
     eval_every: int = 6
     seeds: tuple[int, ...] = (1, 2, 3)  # main methods
@@ -82,7 +82,7 @@ class MicroConfig:
 def smoke_config() -> MicroConfig:
     """SMOKE=1: the same pipeline at toy size (CI): small base, 2 steps, ViSurf and SFT, one seed."""
     return MicroConfig(steps=2, eval_every=2, seeds=(1,), ablation_seeds=(), methods=("sft", "visurf"),
-                       task=TaskSpec(n_train=24, n_heldout=12, n_retention=6), base=replace(BaseSpec(), steps=40))
+                       task=TaskSpec(n_train=24, n_heldout=12, n_retention=6), base=replace(BaseSpec(), steps=40, n_source=256))
 
 
 def align_differences(files: list[Path]) -> int:
