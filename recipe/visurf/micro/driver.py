@@ -147,7 +147,7 @@ def rl_command(cfg: MicroConfig, model: Path, train: Path, val: Path, steps: int
 
 
 def sft_command(cfg: MicroConfig, model: Path, train_sft: Path, steps: int, work: Path, name: str) -> list[str]:
-    """verl's SFT trainer (torchrun, one CPU process) with the same optimizer settings as the RL actor."""
+    """verl's SFT trainer (torchrun, one CPU process) with the same optimizer and precision as the RL actor."""
     b = cfg.batch
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=1",
             "-m", "verl.trainer.sft_trainer",
@@ -156,6 +156,8 @@ def sft_command(cfg: MicroConfig, model: Path, train_sft: Path, steps: int, work
             "data.max_length=512", "data.truncation=error", "data.pad_mode=no_padding", "data.num_workers=0",
             f"model.path={model}", "model.use_remove_padding=False",
             "+model.override_config.attn_implementation=sdpa", "engine.strategy=fsdp2",
+            # fp32 as the CPU RL actor (verl_ext.cpu.launcher.CPU_CONFIG); verl's FSDP default computes in bf16
+            "+engine.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
             f"optim.lr={cfg.lr}", "optim.lr_warmup_steps_ratio=0.0", "optim.weight_decay=0.01", "optim.clip_grad=1.0",
             "optim.lr_scheduler_type=constant", "trainer.logger=[console,file]", "trainer.project_name=visurf_micro",
             f"trainer.experiment_name={name}", f"trainer.default_local_dir={work / 'ckpt'}",
