@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base, files, base_eval = prepare(cfg, out, log)
     log(f"base model: {base}")
-    rows = ordered_train(files.train_pool, out / "data" / f"train_seed{SEED}.parquet", cfg.steps, cfg.batch, SEED)
+    rows = ordered_train(files.train_pool, out / "data" / f"train_seed{SEED}_{cfg.steps}x{cfg.batch}.parquet",
+                         cfg.steps, cfg.batch, SEED)
     results = {}
     for method in ("visurf", "grpo"):
         work = out / "runs" / method

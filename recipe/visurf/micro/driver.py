@@ -66,12 +66,12 @@ NOOP_WHEN_ALIGNED = "visurf_no_align"
 class MicroConfig:
     """The shared budget of every run (docs/RESULTS.md "Settings")."""
 
-    steps: int = 24  # optimizer steps per run (sft_grpo: half SFT, half GRPO)
+    steps: int = 48  # optimizer steps per run (sft_grpo: half SFT, half GRPO)
     batch: int = 4  # prompts (rows) per step
     n: int = 4  # G sampled rollouts per prompt (ViSurf adds the GT: G+1)
     lr: float = 3e-4  # a tenth of the base stage's lr (1e-3 wrecked the format in one ViSurf step: RESULTS.md)
     max_response_length: int = 64
-    eval_every: int = 6
+    eval_every: int = 8
     seeds: tuple[int, ...] = (1, 2, 3)  # main methods
     ablation_seeds: tuple[int, ...] = (1,)
     methods: tuple[str, ...] = tuple(m for m in METHODS if m != NOOP_WHEN_ALIGNED)
@@ -268,9 +268,8 @@ def run_one(cfg: MicroConfig, method: str, seed: int, base: Path, files, out: Pa
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    train_rows = out / "data" / f"train_seed{seed}.parquet"
-    if not train_rows.is_file():
-        ordered_train(files.train_pool, train_rows, cfg.steps, cfg.batch, seed)
+    train_rows = ordered_train(files.train_pool, out / "data" / f"train_seed{seed}_{cfg.steps}x{cfg.batch}.parquet",
+                               cfg.steps, cfg.batch, seed)
     log(f"[{method} s{seed}] training {cfg.steps} steps ({' '.join(METHODS[method][1]) or 'defaults'}) ...")
     t0 = time.time()
     ckpts, metrics = train(cfg, method, seed, base, train_rows, files.heldout, work, log)
