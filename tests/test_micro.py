@@ -163,6 +163,13 @@ def test_results_summary_table_and_results_md_block(tmp_path):
     assert text.count(R.TABLE_START) == 1 and "T2" in text and "T1" not in text and text.startswith("# R\n\nbefore")
 
 
+def test_rollout_reward_is_rollouts_only():
+    visurf = {"visurf/rollout_reward_mean": 3.0, "critic/score/mean": 3.5}  # critic/score includes the GT rows
+    assert R.point_value(visurf, R.ROLLOUT_REWARD) == 3.0
+    assert R.point_value({"critic/score/mean": 2.0}, R.ROLLOUT_REWARD) == 2.0  # GRPO: all rows are rollouts
+    assert R.point_value({"acc": 0.5}, "acc") == 0.5 and R.point_value({}, "acc") is None
+
+
 def test_write_all_writes_json_and_curves(tmp_path):
     from recipe.visurf.micro.driver import smoke_config
 

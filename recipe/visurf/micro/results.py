@@ -129,14 +129,26 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+ROLLOUT_REWARD = "rollout_reward"  # derived: the on-policy rows' mean reward
+
+
+def point_value(point: dict, key: str) -> float | None:
+    """``point[key]``; for ``ROLLOUT_REWARD`` the rollouts' mean reward: ``visurf/rollout_reward_mean``
+    (ViSurf: without the GT rows), else ``critic/score/mean`` (GRPO: every row is a rollout)."""
+    if key == ROLLOUT_REWARD:
+        return point.get("visurf/rollout_reward_mean", point.get("critic/score/mean"))
+    return point.get(key)
+
+
 def _curves(runs: list[dict], method: str, key: str, field: str = "curve") -> tuple[list[int], list[float], list[float]]:
     """Steps, mean and std over seeds of ``key`` along ``field`` (steps present in every seed)."""
     ok = [r for r in runs if r["method"] == method and "failed" not in r]
     per_step: dict[int, list[float]] = {}
     for r in ok:
         for p in r.get(field, []):
-            if p.get(key) is not None:
-                per_step.setdefault(p["step"], []).append(p[key])
+            v = point_value(p, key)
+            if v is not None:
+                per_step.setdefault(p["step"], []).append(v)
     steps = sorted(s for s, v in per_step.items() if len(v) == len(ok))
     ms = [mean_std(per_step[s]) for s in steps]
     return steps, [m for m, _ in ms], [s for _, s in ms]
@@ -180,7 +192,7 @@ def plot_curves(docs: Path, base_eval: dict, runs: list[dict]) -> list[Path]:
 
     gt_panels = [("visurf/gt_signal_share", "GT signal share (groups with |A_gt| > 1e-4)"),
                  ("visurf/gt_advantage_mean", "GT advantage (mean over groups)"),
-                 ("visurf/rollout_accuracy_mean", "rollouts' accuracy reward (0-3)"),
+                 (ROLLOUT_REWARD, "rollouts' mean reward (0-7)"),
                  ("visurf/rollout_thinking_format_mean", "rollouts' thinking-format reward")]
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for ax, (key, title) in zip(axes, gt_panels):
@@ -190,7 +202,10 @@ def plot_curves(docs: Path, base_eval: dict, runs: list[dict]) -> list[Path]:
                 ax.plot(steps, mean, "-" if i < 4 else "--", marker="o", ms=2, label=m)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training step")
-    axes[0].legend(fontsize=7)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+            break
     fig.tight_layout()
     gt_png = docs / PNG_GT
     fig.savefig(gt_png, dpi=80)
