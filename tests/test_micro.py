@@ -129,6 +129,15 @@ def test_methods_table_is_one_switch_per_ablation():
             assert kind == "rl" and len(overrides) == 1 and overrides[0].startswith("visurf."), name
 
 
+def test_run_reuse_ignores_the_method_and_seed_lists():
+    from recipe.visurf.micro.driver import run_key
+
+    a = {"config": {"steps": 48, "lr": 3e-4, "methods": ["sft"], "seeds": [1]}, "overrides": []}
+    b = {"config": {"steps": 48, "lr": 3e-4, "methods": ["sft", "grpo"], "seeds": [1, 2, 3]}, "overrides": []}
+    assert run_key(a) == run_key(b) and run_key(None) is None
+    assert run_key(a) != run_key({**b, "config": {**b["config"], "steps": 24}})
+
+
 def test_logsumexp2_and_report_summary():
     assert logsumexp2(math.log(0.2), math.log(0.3)) == pytest.approx(math.log(0.5))
     assert logsumexp2(-1000.0, -1000.0) == pytest.approx(-1000.0 + math.log(2))

@@ -49,6 +49,8 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sft_grpo": ("sft_rl", ("visurf.enable=False",)),
     "visurf": ("rl", ()),
     "visurf_gt_think": ("rl", ("visurf.gt_template='<think></think><answer>{answer}</answer>'",)),
+    # the GT in the base's own rollout style, think block included (BASE_RESPONSE with BaseSpec.think)
+    "visurf_gt_base_style": ("rl", ("visurf.gt_template='<think>look.</think><answer>{answer}</answer>'",)),
     "visurf_gt_thinking_full": ("rl", ("visurf.gt_thinking_reward=full",)),
     "visurf_no_smoothing": ("rl", ("visurf.smoothing=False",)),
     "visurf_all_fail": ("rl", ("visurf.inject_when=all_fail",)),
@@ -255,6 +257,16 @@ def evaluate_run(ckpts: list[tuple[int, Path]], heldout: Path, retention: Path, 
     return {"curve": curve, "heldout": dict(curve[-1]), "retention": retention_rep}
 
 
+RUN_INDEPENDENT = ("methods", "seeds", "ablation_seeds")  # config keys that do not change a run
+
+
+def run_key(settings: dict | None) -> dict | None:
+    """The part of a run's settings that decides its result (the method list and seed lists do not)."""
+    if settings is None:
+        return None
+    return {**settings, "config": {k: v for k, v in settings["config"].items() if k not in RUN_INDEPENDENT}}
+
+
 def run_one(cfg: MicroConfig, method: str, seed: int, base: Path, files, out: Path, log=print) -> dict:
     """Train + evaluate one (method, seed); reuses ``result.json`` of a finished run with the same settings."""
     work = out / "runs" / f"{method}_s{seed}"
@@ -262,7 +274,7 @@ def run_one(cfg: MicroConfig, method: str, seed: int, base: Path, files, out: Pa
     settings = {"config": R.config_dict(cfg), "overrides": list(METHODS[method][1])}
     if result_path.is_file():
         done = json.loads(result_path.read_text())
-        if done.get("settings") == settings:
+        if run_key(done.get("settings")) == run_key(settings):
             log(f"[{method} s{seed}] done before, reused")
             return done
     if work.exists():
