@@ -145,10 +145,12 @@ def _curves(runs: list[dict], method: str, key: str, field: str = "curve") -> tu
     ok = [r for r in runs if r["method"] == method and "failed" not in r]
     per_step: dict[int, list[float]] = {}
     for r in ok:
+        # sft_grpo's RL metrics count from its own first step: shift them behind the SFT half
+        offset = r["steps"] // 2 if field == "train_metrics" and r.get("kind") == "sft_rl" else 0
         for p in r.get(field, []):
             v = point_value(p, key)
             if v is not None:
-                per_step.setdefault(p["step"], []).append(v)
+                per_step.setdefault(p["step"] + offset, []).append(v)
     steps = sorted(s for s, v in per_step.items() if len(v) == len(ok))
     ms = [mean_std(per_step[s]) for s in steps]
     return steps, [m for m, _ in ms], [s for _, s in ms]
@@ -164,21 +166,24 @@ def plot_curves(docs: Path, base_eval: dict, runs: list[dict]) -> list[Path]:
     import matplotlib.pyplot as plt
 
     methods = list(dict.fromkeys(r["method"] for r in runs if "failed" not in r))
+    color = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one colour per method in every panel
+    main = {"sft", "grpo", "sft_grpo", "visurf"}
+    style = {m: "-" if m in main else "--" for m in methods}
     docs.mkdir(parents=True, exist_ok=True)
     panels = [("acc", "held-out accuracy"), ("acc_a", "(a) known concept"), ("acc_b", "(b) new concept"),
               ("acc_c", "(c) non-object"), ("format", "format rate"), ("ll_b", "GT log-lik., (b) new concept"),
               ("ll_c", "GT log-lik., (c) non-object")]
     fig, axes = plt.subplots(2, 4, figsize=(18, 8))
     for ax, (key, title) in zip(axes.flat, panels):
-        for i, m in enumerate(methods):
+        for m in methods:
             steps, mean, std = _curves(runs, m, key)
             if not steps:
                 continue
             b = base_eval["heldout"].get(key)
             xs, ys, ss = ([0] + steps, [b] + mean, [0] + std) if b is not None else (steps, mean, std)
-            style = "-" if i < 4 else "--"
-            ax.plot(xs, ys, style, marker="o", ms=3, label=m)
-            ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], alpha=0.12)
+            ax.plot(xs, ys, style[m], color=color[m], marker="o", ms=3, label=m)
+            ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], color=color[m],
+                            alpha=0.12)
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
     axes.flat[-1].axis("off")
@@ -194,19 +199,18 @@ def plot_curves(docs: Path, base_eval: dict, runs: list[dict]) -> list[Path]:
                  ("visurf/gt_advantage_mean", "GT advantage (mean over groups)"),
                  (ROLLOUT_REWARD, "rollouts' mean reward (0-7)"),
                  ("visurf/rollout_thinking_format_mean", "rollouts' thinking-format reward")]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 5))
     for ax, (key, title) in zip(axes, gt_panels):
-        for i, m in enumerate(methods):
+        for m in methods:
             steps, mean, std = _curves(runs, m, key, field="train_metrics")
             if steps:
-                ax.plot(steps, mean, "-" if i < 4 else "--", marker="o", ms=2, label=m)
+                ax.plot(steps, mean, style[m], color=color[m], marker="o", ms=2, label=m)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("training step")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-            break
-    fig.tight_layout()
+        ax.set_xlabel("training step (mean over seeds)")
+    handles = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12 if handles else 0, 1, 1))
     gt_png = docs / PNG_GT
     fig.savefig(gt_png, dpi=80)
     plt.close(fig)
