@@ -75,7 +75,7 @@ class MicroConfig:
     max_response_length: int = 64
     eval_every: int = 8
     seeds: tuple[int, ...] = (1, 2, 3)  # main methods
-    ablation_seeds: tuple[int, ...] = (1,)
+    ablation_seeds: tuple[int, ...] = (1, 2)
     methods: tuple[str, ...] = tuple(m for m in METHODS if m != NOOP_WHEN_ALIGNED)
     task: TaskSpec = field(default_factory=TaskSpec)
     base: BaseSpec = field(default_factory=BaseSpec)
