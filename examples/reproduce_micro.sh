@@ -5,7 +5,7 @@
 # rows in the same order for the same optimizer steps, evaluated on held-out target rows (parts:
 # known concept / new concept / non-object) and on a retention set of the source task.
 #
-#   bash examples/reproduce_micro.sh                 # the full run (~1 h on 2 cores): docs/results/micro.json,
+#   bash examples/reproduce_micro.sh                 # the full run (~50 min on 2 cores): docs/results/micro.json,
 #                                                    #   the table in docs/RESULTS.md, docs/micro_*.png
 #   SMOKE=1 bash examples/reproduce_micro.sh         # the same pipeline at toy size (< 3 min; CI)
 #   bash examples/reproduce_micro.sh --only visurf grpo --seeds 1   # any driver flag (--help)
