@@ -13,4 +13,6 @@
 * ``driver``     — ``python -m recipe.visurf.micro.driver``: trains every method through the real verl
   recipe (``recipe.visurf.main_visurf``; SFT through ``verl.trainer.sft_trainer``) from the same base,
   with the same data order, optimizer steps and seeds, and evaluates every run.
+* ``demo``       — the CPU main job (``examples/run_tiny_visurf_cpu.sh``): GRPO and two ViSurf variants from the
+  cached base, before/after table.
 """
