@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
+from verl_ext.rewards.labels import plain
 
 logger = logging.getLogger("visurf.evaluate")
 
@@ -27,17 +27,6 @@ MATH_META_KEYS = ("question_type", "answer_type", "precision")  # MathVista test
 # ============================================================================================
 # Data: parquet rows -> chat messages (as verl's RLHFDataset builds them)
 # ============================================================================================
-def _plain(value):
-    """numpy arrays / pyarrow scalars from pandas -> plain Python lists and dicts."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def sample_key(record: dict) -> tuple[str, str]:
     """A sample's identity in one evaluation: ``(data_source, id)``. Ids are unique per data
     source only (RefCOCO and RefCOCO+ share ref / sentence ids), so several datasets can be
@@ -57,7 +46,7 @@ def iter_rows(files: Sequence[str], limit: int | None = None) -> Iterator[dict]:
         if limit is not None:
             df = df.head(limit)
         for i, row in enumerate(df.to_dict(orient="records")):
-            row = {k: _plain(v) for k, v in row.items()}
+            row = plain(row)  # numpy arrays from pandas -> Python lists
             extra = row.get("extra_info") or {}
             row["id"] = str(extra.get("id") or f"{Path(file).stem}-{i}")
             key = sample_key(row)
