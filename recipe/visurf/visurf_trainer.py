@@ -32,20 +32,13 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from verl_ext.rewards.common import COMPONENTS
 from verl_ext.visurf import columns as C
 from verl_ext.visurf.config import visurf_config
-from verl_ext.visurf.group_step import own_groups
+from verl_ext.visurf.group_step import own_groups, row_mask
 from verl_ext.visurf.gt_injection import check_gt_rows
-
-
-def _mask(batch: DataProto, key: str, default: np.ndarray | None = None) -> np.ndarray:
-    values = batch.non_tensor_batch.get(key)
-    if values is None:
-        return np.zeros(len(batch), dtype=bool) if default is None else default
-    return np.asarray(values, dtype=bool)
 
 
 def rollout_rows(batch: DataProto) -> np.ndarray:
     """The sampled (on-policy) rows: neither the GT member nor a pad row."""
-    return ~_mask(batch, C.IS_GT) & ~_mask(batch, C.IS_PAD)
+    return ~row_mask(batch, C.IS_GT) & ~row_mask(batch, C.IS_PAD)
 
 
 def visurf_step_metrics(batch: DataProto) -> dict[str, float]:
@@ -58,8 +51,8 @@ def visurf_step_metrics(batch: DataProto) -> dict[str, float]:
     """
     nt = batch.non_tensor_batch
     n = len(batch)
-    is_gt = _mask(batch, C.IS_GT)
-    active = _mask(batch, C.GT_ACTIVE, is_gt)
+    is_gt = row_mask(batch, C.IS_GT)
+    active = row_mask(batch, C.GT_ACTIVE, is_gt)
     skipped = np.asarray(nt.get(C.GT_SKIPPED, np.full(n, "", dtype=object)), dtype=object)
     scores = batch.batch["token_level_scores"].sum(-1).double()
     gt = torch.from_numpy(is_gt)
@@ -147,7 +140,7 @@ class RayViSurfTrainer(RayPPOTrainer):
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
         if C.IS_GT not in batch.non_tensor_batch:
             return old_log_prob, mfu
-        is_gt, is_pad = _mask(batch, C.IS_GT), _mask(batch, C.IS_PAD)
+        is_gt, is_pad = row_mask(batch, C.IS_GT), row_mask(batch, C.IS_PAD)
         old = old_log_prob.batch["old_log_probs"]
         actor = self.config.actor_rollout_ref.actor
         self._visurf_logprob_metrics = rollout_logprob_metrics(
@@ -159,7 +152,7 @@ class RayViSurfTrainer(RayPPOTrainer):
             rlp = batch.batch["rollout_log_probs"]
             rlp[teacher_forced] = old[teacher_forced].to(rlp.dtype)
         # all_fail-inactive GTs and pad rows leave their group: one-member group -> Â = 0
-        leave = (is_gt & ~_mask(batch, C.GT_ACTIVE, is_gt)) | is_pad
+        leave = (is_gt & ~row_mask(batch, C.GT_ACTIVE, is_gt)) | is_pad
         if leave.any():
             batch.non_tensor_batch["uid"] = own_groups(batch.non_tensor_batch["uid"], leave)
         return old_log_prob, mfu
@@ -171,8 +164,8 @@ class RayViSurfTrainer(RayPPOTrainer):
         extra = dict(reward_extra_infos_dict)
         mask = batch.batch["response_mask"].bool()
         extra["uid"] = [str(u) for u in batch.non_tensor_batch["uid"]]
-        extra["is_gt"] = _mask(batch, C.IS_GT).tolist()
-        extra["is_pad"] = _mask(batch, C.IS_PAD).tolist()
+        extra["is_gt"] = row_mask(batch, C.IS_GT).tolist()
+        extra["is_pad"] = row_mask(batch, C.IS_PAD).tolist()
         extra["advantage"] = ((batch.batch["advantages"] * mask).sum(-1) / mask.sum(-1).clamp_min(1)).tolist()
         extra["response_ids"] = [row[m].tolist() for row, m in zip(batch.batch["responses"], mask)]
         super()._log_rollout_data(batch, extra, timing_raw, rollout_data_dir)

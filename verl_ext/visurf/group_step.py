@@ -30,6 +30,7 @@ __all__ = [
     "last_copy_per_group",
     "match_scores_for",
     "own_groups",
+    "row_mask",
     "select_gt_rows",
     "set_outcome_scores",
     "smooth_gt_rewards",
@@ -281,9 +282,13 @@ def set_outcome_scores(token_scores: torch.Tensor, response_mask: torch.Tensor, 
     token_scores[rows, last] = (scores[rows].to(token_scores.dtype) - others)
 
 
-def _mask(batch: Any, key: str) -> np.ndarray:
+def row_mask(batch: Any, key: str, default: np.ndarray | None = None) -> np.ndarray:
+    """The bool column ``key`` of ``batch.non_tensor_batch`` as (bs,) bool; ``default`` (all False
+    when None) where the batch has no such column."""
     values = batch.non_tensor_batch.get(key)
-    return np.zeros(len(batch), dtype=bool) if values is None else np.asarray(values, dtype=bool)
+    if values is None:
+        return np.zeros(len(batch), dtype=bool) if default is None else default
+    return np.asarray(values, dtype=bool)
 
 
 def apply_group_step(
@@ -301,8 +306,8 @@ def apply_group_step(
     every GT row active, no smoothing. Idempotent.
     """
     nt = batch.non_tensor_batch
-    is_gt = _mask(batch, C.IS_GT)
-    uids = own_groups(uids, _mask(batch, C.IS_PAD))
+    is_gt = row_mask(batch, C.IS_GT)
+    uids = own_groups(uids, row_mask(batch, C.IS_PAD))
     active, raw = is_gt.copy(), np.full(len(batch), np.nan)
     if "rm_scores" in batch.batch.keys():
         token_scores = batch.batch["rm_scores"]

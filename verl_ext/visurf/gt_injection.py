@@ -38,7 +38,7 @@ import torch
 from verl_ext.rewards.labels import is_missing, label_key
 from verl_ext.visurf import columns as C
 from verl_ext.visurf.config import VisurfConfig, visurf_config
-from verl_ext.visurf.group_step import apply_group_step, group_ids, gt_copy_roles
+from verl_ext.visurf.group_step import apply_group_step, group_ids, gt_copy_roles, row_mask
 from verl_ext.visurf.reward_control import render_gt
 
 logger = logging.getLogger(__name__)
@@ -267,13 +267,13 @@ def check_gt_rows(batch: DataProto) -> int:
     image or prompt, so it raises ``RuntimeError`` naming the group. Groups without a sampled
     row (G = 0) are skipped.
     """
-    is_gt = np.asarray(batch.non_tensor_batch.get(C.IS_GT, np.zeros(len(batch), dtype=bool)), dtype=bool)
+    is_gt = row_mask(batch, C.IS_GT)
     if not is_gt.any():
         return 0
     uids = np.asarray(batch.non_tensor_batch["uid"])
     gid = group_ids(uids)[0].numpy()
     # one sampled row per group: the first row of each group id that is neither the GT nor a pad row
-    pad = np.asarray(batch.non_tensor_batch.get(C.IS_PAD, np.zeros(len(batch), dtype=bool)), dtype=bool)
+    pad = row_mask(batch, C.IS_PAD)
     sampled = np.full(gid.max() + 1, -1)
     order = np.nonzero(~is_gt & ~pad)[0]
     sampled[gid[order[::-1]]] = order[::-1]
