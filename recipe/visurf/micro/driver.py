@@ -110,10 +110,11 @@ def runs_of(cfg: MicroConfig) -> list[tuple[str, int]]:
 
 
 def _env() -> dict:
+    from verl_ext.cpu.launcher import CPU_ENV
+
     env = dict(os.environ)
-    env.update(VERL_PLATFORM="cpu", VERL_USE_EXTERNAL_MODULES="verl_ext.cpu", VERL_ENGINE_DEVICE="cuda",
-               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               # ray pre-starts one idle python worker per logical CPU; on 2 shared cores that is pure
+    env.update(CPU_ENV)
+    env.update(# ray pre-starts one idle python worker per logical CPU; on 2 shared cores that is pure
                # start-up cost (verl's actors get their own workers anyway)
                RAY_enable_worker_prestart="0", RAY_prestart_worker_first_driver="0",
                PYTHONPATH=f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT))
