@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from recipe.visurf.micro import results as R
-from recipe.visurf.micro.base import BaseSpec, build_base
+from recipe.visurf.micro.base import BaseSpec, base_response, build_base
 from recipe.visurf.micro.task import TaskSpec, make_task, ordered_train, slice_rows
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -50,7 +50,7 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "visurf": ("rl", ()),
     "visurf_gt_think": ("rl", ("visurf.gt_template='<think></think><answer>{answer}</answer>'",)),
     # the GT in the base's own rollout style, think block included (BASE_RESPONSE with BaseSpec.think)
-    "visurf_gt_base_style": ("rl", ("visurf.gt_template='<think>look.</think><answer>{answer}</answer>'",)),
+    "visurf_gt_base_style": ("rl", (f"visurf.gt_template='{base_response('{answer}', BaseSpec.think)}'",)),
     "visurf_gt_thinking_full": ("rl", ("visurf.gt_thinking_reward=full",)),
     "visurf_no_smoothing": ("rl", ("visurf.smoothing=False",)),
     "visurf_all_fail": ("rl", ("visurf.inject_when=all_fail",)),
