@@ -81,8 +81,8 @@ def compute_visurf_outcome_advantage(
             raise ValueError(f"index has {gid.numel()} labels for {scores.numel()} rows")
 
         count = torch.bincount(gid, minlength=n_groups).to(torch.float64)
-        mean = torch.zeros(n_groups, dtype=torch.float64, device=scores.device).index_add_(0, gid, scores)
-        mean = mean / count.clamp_min(1.0)
+        total = torch.zeros(n_groups, dtype=torch.float64, device=scores.device).index_add_(0, gid, scores)
+        mean = total / count.clamp_min(1.0)
         centered = scores - mean[gid]
         if norm_adv_by_std_in_grpo:
             sq_sum = torch.zeros_like(mean).index_add_(0, gid, centered * centered)
@@ -95,7 +95,6 @@ def compute_visurf_outcome_advantage(
         g_min = torch.full_like(mean, torch.inf).scatter_reduce_(0, gid, scores, reduce="amin")
         informative = (count > 1) & (g_max > g_min)  # one-member and all-equal groups: Â = 0
         # r_j == mean of the other members (rounded to the reward dtype, as smoothing writes it): Â_j = 0
-        total = torch.zeros_like(mean).index_add_(0, gid, scores)
         others_mean = (total[gid] - scores) / (count[gid] - 1.0).clamp_min(1.0)
         at_mean_of_others = (count[gid] > 1) & (others_mean.to(stored.dtype) == stored)
         scalars = torch.where(informative[gid] & ~at_mean_of_others, scalars, torch.zeros_like(scalars))
