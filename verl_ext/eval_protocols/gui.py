@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from verl_ext.eval_protocols.answers import ObjectAnswer
+from verl_ext.rewards.grounding import points_in_boxes
 
 
 def box_centres(boxes) -> np.ndarray:
@@ -42,9 +43,7 @@ def point_in_box(points, box) -> bool:
     pts = np.asarray(points if points is not None else [], dtype=np.float64).reshape(-1, 2)
     if len(pts) == 0:
         return False
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
-    inside = (pts[:, 0] >= x1) & (pts[:, 0] <= x2) & (pts[:, 1] >= y1) & (pts[:, 1] <= y2)
-    return bool(inside.any())
+    return bool(points_in_boxes(pts, np.asarray(box, dtype=np.float64).reshape(4)).any())
 
 
 def gui_hit(ans: ObjectAnswer, gt_box) -> bool:
