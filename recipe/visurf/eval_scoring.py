@@ -314,14 +314,9 @@ def score_record(record: dict, protocol: EvalProtocol | None = None, *, segmente
 
 def aggregate(scored: Sequence[Scored]) -> dict:
     """``{data_source: metrics, ..., "overall": metrics}`` (see metrics.json in EVALUATION.md)."""
-    groups: dict[str, _Group] = defaultdict(_Group)
-    overall = _Group()
-    for s in scored:
-        groups[s.record["data_source"]].add(s)
-        overall.add(s)
-    out = {ds: groups[ds].metrics() for ds in sorted(groups)}
+    out = aggregate_by(scored, lambda record: record["data_source"])
     if scored:
-        out["overall"] = overall.metrics()
+        out["overall"] = aggregate_by(scored, lambda record: "overall")["overall"]
     return out
 
 
