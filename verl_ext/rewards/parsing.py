@@ -356,7 +356,7 @@ def parse_label(ground_truth: str | list | dict) -> ParsedObjects:
     if isinstance(ground_truth, dict):
         ground_truth = [ground_truth]
     if isinstance(ground_truth, (list, tuple)) or (
-        hasattr(ground_truth, "tolist") and not isinstance(ground_truth, (bytes, dict))
+        hasattr(ground_truth, "tolist") and not isinstance(ground_truth, bytes)
     ):
         items = ground_truth.tolist() if hasattr(ground_truth, "tolist") else list(ground_truth)
         return _parse_label_str(json.dumps(items, default=_json_default))
