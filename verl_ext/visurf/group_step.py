@@ -112,7 +112,7 @@ def gt_copy_roles(uids: Sequence[Any], skip_reasons: Sequence[str]) -> tuple[np.
     """
     reasons = np.asarray(skip_reasons, dtype=object)
     last = last_copy_per_group(uids)
-    is_gt = last & (reasons == "")  # select_gt_rows, with the last copies computed once
+    is_gt = select_gt_rows(uids, reasons == "")
     is_pad = last & (reasons != "")
     return is_gt, is_pad, np.where(is_pad, reasons, "").astype(object)
 
