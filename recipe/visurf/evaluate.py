@@ -74,6 +74,7 @@ REPORT = "report.md"
 BARS_PNG = "metrics.png"
 SAMPLES_PNG = "samples.png"
 PROTOCOL_KEY = "protocol"  # metrics.json: the scoring rules, beside the per-data_source entries
+TABLE_KEYS = ("n", *M.METRIC_KEYS, "resp_tokens")  # the columns of metrics_table / compare_table, in order
 SAMPLE_GRID = 8  # images in samples.png
 PREDICTION_KEYS = ("id", "data_source", "ground_truth", "response")
 
@@ -250,7 +251,7 @@ def metrics_table(metrics: dict, first: str = "data_source") -> str:
     """Markdown table: one row per data_source (+ overall), fractions as percentages."""
     rows = _sources(metrics)
     present = {k for r in rows for k in metrics[r]}
-    cols = [k for k in ("n", *M.METRIC_KEYS, "resp_tokens") if k in present]
+    cols = [k for k in TABLE_KEYS if k in present]
     head = [first, "task", *cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in rows:
@@ -409,7 +410,7 @@ def compare_table(dirs: Sequence[str]) -> str:
     head = ["data_source", "metric", *names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ds in sources:
-        keys = [k for k in ("n", *M.METRIC_KEYS, "resp_tokens") if any(k in runs[r].get(ds, {}) for r in names)]
+        keys = [k for k in TABLE_KEYS if any(k in runs[r].get(ds, {}) for r in names)]
         for k in keys:
             lines.append("| " + " | ".join([ds, k] + [_fmt(k, runs[r].get(ds, {}).get(k)) for r in names]) + " |")
     options = {r: (runs[r].get(PROTOCOL_KEY) or {}).get("options", {}) for r in names}
