@@ -17,11 +17,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+from verl_ext.eval_protocols.math import MATH_META_KEYS
 from verl_ext.rewards.labels import plain
 
 logger = logging.getLogger("visurf.evaluate")
-
-MATH_META_KEYS = ("question_type", "answer_type", "precision")  # MathVista testmini.json fields
 
 
 # ============================================================================================

@@ -271,7 +271,7 @@ def score_record(record: dict, protocol: EvalProtocol | None = None, *, segmente
     parsed = parse_response(str(record.get("response") or ""), task, protocol.math)
     s = Scored(record=record, task=task, parsed=parsed)
     if task == "math":
-        extra = {k: record[k] for k in ("question_type", "answer_type", "precision") if record.get(k) is not None}
+        extra = {k: record[k] for k in math_protocol.MATH_META_KEYS if record.get(k) is not None}
         s.correct = math_protocol.judge(parsed.answer, str(record["ground_truth"]), record.get("choices"),
                                         protocol.math, extra)
         return s

@@ -51,6 +51,7 @@ _PAREN_LETTER = re.compile(r"\(([a-zA-Z])\)")
 _ANY_BOXED = re.compile(r"\\boxed{(.*?)}", re.DOTALL)
 _INT_RE = re.compile(r"[+-]?\d+")
 _FLOAT_RE = re.compile(r"[+-]?\d*\.(\d+)")
+MATH_META_KEYS = ("question_type", "answer_type", "precision")  # MathVista testmini.json fields (MathVistaMeta)
 
 
 @dataclass(frozen=True)
