@@ -36,20 +36,11 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl_ext.rewards import compute_score as default_compute_score
 from verl_ext.visurf import columns as C
-from verl_ext.visurf.config import visurf_config
+from verl_ext.visurf.config import cfg_get, visurf_config
 
 __all__ = ["ViSurfRewardManager", "score_row"]
 
 logger = logging.getLogger(__name__)
-
-
-def _cfg_get(node: Any, *keys: str, default: Any = None) -> Any:
-    """``node.keys[0].keys[1]…`` on a dict / DictConfig, ``default`` when any level is missing."""
-    for key in keys:
-        if node is None or not hasattr(node, "get"):
-            return default
-        node = node.get(key)
-    return default if node is None else node
 
 
 def score_row(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
@@ -86,10 +77,10 @@ class ViSurfRewardManager(RewardManagerBase):
 
     def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None):
         super().__init__(config, tokenizer, compute_score)
-        custom = _cfg_get(config, "reward", "custom_reward_function", "path")
+        custom = cfg_get(config, "reward.custom_reward_function.path")
         # verl hands its default scorer when no custom function is configured: use ours then
         self.compute_score = compute_score if (custom and compute_score is not None) else default_compute_score
-        self.control = visurf_config(_cfg_get(config, "visurf"))
+        self.control = visurf_config(cfg_get(config, "visurf"))
 
     # ---------------------------------------------------------------------------------------
     def _score(self, data_source: str, response: str, ground_truth: Any, extra_info: Any, is_gt: bool) -> dict:

@@ -24,6 +24,7 @@ __all__ = [
     "INJECT_WHEN",
     "SURROGATE_LOSS_MODES",
     "VisurfConfig",
+    "cfg_get",
     "check_template",
     "check_verl_combination",
     "visurf_config",
@@ -117,7 +118,9 @@ def visurf_config(node: Any = None) -> VisurfConfig:
     return omega_conf_to_dataclass(node, VisurfConfig)
 
 
-def _get(config: Any, dotted: str, default: Any = None) -> Any:
+def cfg_get(config: Any, dotted: str, default: Any = None) -> Any:
+    """``config.a.b.c`` for ``dotted="a.b.c"`` on a dict / DictConfig; ``default`` when any level
+    is missing or the value is None."""
     node = config
     for key in dotted.split("."):
         if node is None or not hasattr(node, "get"):
@@ -149,21 +152,21 @@ def check_verl_combination(config: Any, num_rollouts: int) -> None:
         config: the whole trainer config (DictConfig or dict).
         num_rollouts: G, sampled rollouts per prompt (the GT copy makes G + 1).
     """
-    estimator = _get(config, "algorithm.adv_estimator")
+    estimator = cfg_get(config, "algorithm.adv_estimator")
     if estimator != "visurf":
         raise ValueError(
             f"visurf.enable=True needs algorithm.adv_estimator=visurf, got {estimator!r}: other estimators do "
             "not treat the GT member as ViSurf does (under grpo a switched-off GT alone in its group gets "
             "A = r). Set algorithm.adv_estimator=visurf, or visurf.enable=False for plain GRPO."
         )
-    if _get(config, "algorithm.use_kl_in_reward", False):
+    if cfg_get(config, "algorithm.use_kl_in_reward", False):
         raise ValueError(
             "visurf.enable=True cannot run with algorithm.use_kl_in_reward=True: the in-reward KL penalty "
             "changes rewards after reward smoothing, so a smoothed GT no longer gets advantage 0. Set "
             "algorithm.use_kl_in_reward=False (for a KL term use actor_rollout_ref.actor.use_kl_loss=True)."
         )
-    batch = int(_get(config, "data.train_batch_size", 0))
-    workers = int(_get(config, "actor_rollout_ref.rollout.agent.num_workers", 1))
+    batch = int(cfg_get(config, "data.train_batch_size", 0))
+    workers = int(cfg_get(config, "actor_rollout_ref.rollout.agent.num_workers", 1))
     rows = batch * (num_rollouts + 1)
     if workers < 1 or rows % workers:
         divisors = [d for d in range(1, min(rows, 64) + 1) if rows % d == 0]
@@ -173,17 +176,17 @@ def check_verl_combination(config: Any, num_rollouts: int) -> None:
             f"{workers} agent-loop workers. Set actor_rollout_ref.rollout.agent.num_workers to a divisor of "
             f"{rows} (e.g. {divisors[-3:]}) or change data.train_batch_size."
         )
-    if _get(config, "algorithm.rollout_correction.bypass_mode", False):
+    if cfg_get(config, "algorithm.rollout_correction.bypass_mode", False):
         raise ValueError("visurf.enable=True cannot run with algorithm.rollout_correction.bypass_mode=True: "
                          "GT rows are teacher-forced and have no sampler log-probs to use as pi_old. "
                          "Set algorithm.rollout_correction.bypass_mode=False.")
-    if _get(config, "reward.reward_model.enable", False) and not _get(config, "reward.reward_model.enable_resource_pool",
+    if cfg_get(config, "reward.reward_model.enable", False) and not cfg_get(config, "reward.reward_model.enable_resource_pool",
                                                                      False):
         raise ValueError("visurf.enable=True with reward.reward_model.enable=True needs "
                          "reward.reward_model.enable_resource_pool=True: smoothing and all_fail run on the "
                          "rewards the agent loops return, before verl's colocated reward pass")
-    gt_loss = _get(config, "visurf.gt_loss", "ppo_clip")
-    loss_mode = _get(config, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
+    gt_loss = cfg_get(config, "visurf.gt_loss", "ppo_clip")
+    loss_mode = cfg_get(config, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
     if gt_loss != "ppo_clip" and loss_mode not in SURROGATE_LOSS_MODES:
         raise ValueError(
             f"visurf.gt_loss={gt_loss!r} replaces the clipped surrogate; it cannot be combined with "
