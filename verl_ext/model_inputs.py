@@ -79,9 +79,12 @@ def build_model_inputs(processor, token_ids: Sequence[int] | Sequence[Sequence[i
     tokenizer's pad id); ``images``: all images of the batch in placeholder order.
     Returns a ``BatchFeature`` of ``[B, L]`` ``input_ids`` / ``attention_mask`` /
     ``mm_token_type_ids`` (``processor.create_mm_token_type_ids``: 0 text, 1 image, 2 video)
-    and the processor's image tensors (``processor(images=images)``: ``pixel_values``
-    ``[sum_i t_i h_i w_i, C*T*P*P]``, ``image_grid_thw`` ``[n_images, 3]``) — the same tensors
-    ``processor(text=decoded, images=images, return_tensors="pt")`` would return.
+    and the image tensors of the processor's own image processor (``processor.image_processor(images)``:
+    ``pixel_values`` ``[sum_i t_i h_i w_i, C*T*P*P]``, ``image_grid_thw`` ``[n_images, 3]``) — the same
+    tensors ``processor(text=decoded, images=images, return_tensors="pt")`` would return (the processor
+    computes them with that same call). The image processor is called directly because a processor
+    call without text is version-dependent: transformers 5.9.0's Qwen2.5-VL processor rejects it
+    (``TypeError`` iterating ``text=None``), 5.10 accepts it.
     """
     from transformers import BatchFeature
 
@@ -97,7 +100,7 @@ def build_model_inputs(processor, token_ids: Sequence[int] | Sequence[Sequence[i
         data[MM_TOKEN_TYPE_IDS] = torch.tensor(processor.create_mm_token_type_ids(input_ids.tolist()),
                                                dtype=torch.long)
     if images:
-        data.update(processor(images=list(images), return_tensors="pt"))
+        data.update(processor.image_processor(images=list(images), return_tensors="pt"))
     inputs = BatchFeature(data)
     require_complete(processor, inputs)
     return inputs
