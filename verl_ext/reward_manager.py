@@ -28,6 +28,9 @@ config's ``visurf:`` block (``verl_ext.visurf.config.VisurfConfig``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import logging
 import math
 from typing import Any
@@ -38,33 +41,69 @@ from verl_ext.rewards import compute_score as default_compute_score
 from verl_ext.visurf import columns as C
 from verl_ext.visurf.config import cfg_get, visurf_config
 
-__all__ = ["ViSurfRewardManager", "score_row"]
+__all__ = ["ViSurfRewardManager", "score_row", "score_row_async"]
 
 logger = logging.getLogger(__name__)
 
 
-def score_row(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
-              is_gt: bool, gt_thinking_reward: str) -> dict:
-    """Score one row with a verl-signature reward function: ``compute_score(data_source=...,
-    solution_str=..., ground_truth=..., extra_info=...)``, ``extra_info`` being the row's own plus
-    ``is_gt`` and ``gt_thinking_reward`` (METHOD.md §3.2), so any function — the project's scorers,
-    verl's, a user's ``reward.custom_reward_function`` — can apply the GT rule. A float result
-    becomes ``{"score": float}``; a non-finite score or a ``ValueError`` raises naming the row."""
+def _row_extra(extra_info: Any, is_gt: bool, gt_thinking_reward: str) -> dict:
+    """The row's ``extra_info`` plus ``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2)."""
     extra = dict(extra_info) if isinstance(extra_info, dict) else {}
     extra[C.IS_GT] = bool(is_gt)
     extra["gt_thinking_reward"] = gt_thinking_reward
+    return extra
+
+
+@contextlib.contextmanager
+def _naming_row(data_source: str, ground_truth: Any, extra: dict):
+    """Re-raise a scorer's ``ValueError`` (a bad label or data_source is a data bug) naming the row."""
     try:
-        result = compute_score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
-                               extra_info=extra)
-    except ValueError as e:  # a bad label or data_source is a data bug: say which row
+        yield
+    except ValueError as e:
         raise ValueError(f"reward for row {extra.get('id', extra.get('index', '?'))!r} "
                          f"(data_source={data_source!r}, ground_truth={str(ground_truth)[:200]!r}): {e}") from e
+
+
+def _score_dict(result: Any, data_source: str) -> dict:
+    """A float result becomes ``{"score": float}``; a non-finite score raises."""
     if not isinstance(result, dict):
         result = {"score": float(result)}
     score = float(result["score"])
     if not math.isfinite(score):
         raise ValueError(f"reward for data_source={data_source!r} is not finite: {score}")
     return {**result, "score": score}
+
+
+def score_row(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
+              is_gt: bool, gt_thinking_reward: str) -> dict:
+    """Score one row with a verl-signature reward function: ``compute_score(data_source=...,
+    solution_str=..., ground_truth=..., extra_info=...)``, ``extra_info`` being the row's own plus
+    ``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2), so any function — the project's scorers,
+    verl's, a user's ``reward.custom_reward_function`` — can apply the GT rule. A float result
+    becomes ``{"score": float}``; a non-finite score or a ``ValueError`` raises naming the row.
+
+    An ``async def`` function (verl allows one) is run to completion here with ``asyncio.run``
+    (for callers without an event loop: the start-up check, an executor thread); the reward
+    manager awaits one on its own loop instead (``score_row_async``)."""
+    extra = _row_extra(extra_info, is_gt, gt_thinking_reward)
+    with _naming_row(data_source, ground_truth, extra):
+        result = compute_score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
+                               extra_info=extra)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    return _score_dict(result, data_source)
+
+
+async def score_row_async(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
+                          is_gt: bool, gt_thinking_reward: str) -> dict:
+    """``score_row`` for an ``async def`` reward function, awaited on the running event loop as
+    verl 0.9.1's own reward managers await one (``NaiveRewardManager.run_single``,
+    ``verl/experimental/reward_loop/reward_manager/naive.py`` lines 30 and 66-73)."""
+    extra = _row_extra(extra_info, is_gt, gt_thinking_reward)
+    with _naming_row(data_source, ground_truth, extra):
+        result = await compute_score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
+                                     extra_info=extra)
+    return _score_dict(result, data_source)
 
 
 class ViSurfRewardManager(RewardManagerBase):
@@ -80,6 +119,8 @@ class ViSurfRewardManager(RewardManagerBase):
         custom = cfg_get(config, "reward.custom_reward_function.path")
         # verl hands its default scorer when no custom function is configured: use ours then
         self.compute_score = compute_score if (custom and compute_score is not None) else default_compute_score
+        # as verl's own managers (naive.py line 30): an ``async def`` reward function is awaited on the loop
+        self.is_async_reward_score = inspect.iscoroutinefunction(self.compute_score)
         self.control = visurf_config(cfg_get(config, "visurf"))
 
     # ---------------------------------------------------------------------------------------
@@ -97,6 +138,12 @@ class ViSurfRewardManager(RewardManagerBase):
         item = data[-1]  # multi-sequence outputs: the reward is computed on the last sequence
         nt = item.non_tensor_batch
         response = await self.loop.run_in_executor(None, lambda: self._decode(item))
+        if self.is_async_reward_score:
+            result = await score_row_async(
+                self.compute_score, nt["data_source"], response, nt["reward_model"]["ground_truth"],
+                nt.get("extra_info"), is_gt=bool(nt.get(C.IS_GT, False)),
+                gt_thinking_reward=self.control.gt_thinking_reward)
+            return {"reward_score": result["score"], "reward_extra_info": result}
         result = await self.loop.run_in_executor(
             None,
             lambda: self._score(
