@@ -11,6 +11,7 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.metric import Metric
 from verl.workers.config import ActorConfig
 from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import no_padding_2_padding
 
 from verl_ext.visurf.advantage import compute_visurf_outcome_advantage
 from verl_ext.visurf.policy_loss import compute_policy_loss_visurf, visurf_actor_loss, visurf_policy_loss_terms
@@ -300,11 +301,12 @@ CONFIG_VARIANTS = [dict(), dict(use_kl_loss=True, entropy_coeff=0.01, loss_agg_m
 
 
 @pytest.mark.parametrize("overrides", CONFIG_VARIANTS)
-@pytest.mark.parametrize(("gt_loss", "is_gt"), [("ppo_clip", GT_ROWS), ("sft", None), ("luffy_shaping", [False] * BS)])
+@pytest.mark.parametrize(("gt_loss", "is_gt"), [("ppo_clip", [False] * BS), ("sft", None),
+                                                ("luffy_shaping", [False] * BS)])
 def test_actor_loss_is_verl_ppo_loss_without_gt_variant(overrides, gt_loss, is_gt):
     """The MIRRORED verl 0.9.1 code (visurf_actor_loss vs verl.workers.utils.losses.ppo_loss): on GT-free
-    batches — no is_gt column, or (luffy_shaping) a column with no GT row, which runs the mirrored path
-    — loss and every metric equal verl's. Fails when a verl upgrade changes ppo_loss."""
+    batches — no is_gt column, or a column with no GT row, which runs the mirrored path — loss and
+    every metric equal verl's. Fails when a verl upgrade changes ppo_loss."""
     data, model_output, _ = _micro_batch(is_gt)
     ours, ours_metrics = visurf_actor_loss(_actor_config(**overrides), model_output, data, gt_loss=gt_loss)
     theirs, their_metrics = ppo_loss(_actor_config(**overrides), model_output, data)
@@ -342,10 +344,14 @@ def test_actor_loss_gt_variant(overrides, is_gt_form):
     # everything but the policy term is verl's: the loss differs from ppo_loss by the pg difference only
     verl_pg = verl_metrics["actor/pg_loss"].values[0]
     assert abs(expected_pg.item() - verl_pg) > 1e-3, "the GT rows must change the loss"
-    torch.testing.assert_close(loss - verl_loss, expected_pg - verl_pg, rtol=1e-5, atol=1e-6)
-    for key in ("actor/entropy_loss", "kl_loss", "kl_coef"):
+    if "kl_loss" not in verl_metrics:
+        torch.testing.assert_close(loss - verl_loss, expected_pg - verl_pg, rtol=1e-5, atol=1e-6)
+    for key in ("actor/entropy_loss", "kl_coef"):
         if key in verl_metrics:
             assert _metric_values(metrics)[key] == _metric_values(verl_metrics)[key]
+    if "kl_loss" in verl_metrics:  # the KL term skips GT rows (KL_ON_GT_ROWS = False)
+        torch.testing.assert_close(loss - verl_loss, expected_pg - verl_pg + config.kl_loss_coef * (
+            metrics["kl_loss"].values[0] - verl_metrics["kl_loss"].values[0]), rtol=1e-5, atol=1e-6)
 
 
 def test_actor_loss_rejects_other_loss_modes_and_bad_arguments():
@@ -358,3 +364,97 @@ def test_actor_loss_rejects_other_loss_modes_and_bad_arguments():
     short, _, _ = _micro_batch(GT_ROWS[:3], "numpy")
     with pytest.raises(ValueError, match="is_gt has 3 entries for a micro-batch of 4 rows"):
         visurf_actor_loss(_actor_config(), model_output, short, gt_loss="sft")
+
+
+# --------------------------------------------------------------------------------------------
+# rows that train nothing: pad rows and all_fail-inactive GTs; KL skips GT rows (issue 20, item 4)
+# --------------------------------------------------------------------------------------------
+# rows: 0 rollout, 1 active GT, 2 pad row, 3 GT switched off by inject_when=all_fail
+FROZEN_COLUMNS = {"is_gt": [False, True, False, True], "visurf_is_pad": [False, False, True, False],
+                  "visurf_gt_active": [False, True, False, False]}
+LOSS_TERMS = dict(entropy_coeff=0.01, use_kl_loss=True, kl_loss_coef=0.1, kl_loss_type="low_var_kl")
+
+
+def _frozen_batch(seed=0, advantages=None):
+    """`_micro_batch` with the pad / active columns as verl's engine delivers them (non-tensor stacks);
+    the model output's log-probs and entropies are leaves, so their gradients can be read per row."""
+    data, model_output, log_prob = _micro_batch(FROZEN_COLUMNS["is_gt"], seed=seed)
+    for key in ("visurf_is_pad", "visurf_gt_active"):
+        data[key] = list(FROZEN_COLUMNS[key])
+    if advantages is not None:
+        data["advantages"] = torch.tensor(advantages, dtype=torch.float32)[:, None].expand(BS, RESP_LEN).contiguous()
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in model_output.items()}
+    return data, leaves
+
+
+def _row_grads(flat_grad):
+    """The flat (unpadded, shifted) gradient back per row: (bs,) sum of |grad| over the row's tokens."""
+    lens = [4, 2, 3, 1]
+    out, start = [], 0
+    for n in lens:
+        out.append(float(flat_grad[start: start + PROMPT_LEN + n].abs().sum()))
+        start += PROMPT_LEN + n
+    return out
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("gt_loss", ["ppo_clip", "sft"])
+def test_pad_and_switched_off_rows_get_exactly_no_gradient(agg, gt_loss):
+    """Pad row (2) and switched-off GT (3): Â = 0, yet verl's ppo_loss moves them through the entropy and
+    KL terms; visurf_actor_loss gives both exactly zero gradient in every term, and the GT's (1)
+    log-probs get no KL gradient (the loss with and without KL has the same GT-row gradient)."""
+    advantages = [0.7, 1.3, 0.0, 0.0]  # as the trainer leaves them: frozen rows are one-member groups
+    data, out = _frozen_batch(advantages=advantages)
+    loss, _ = visurf_actor_loss(_actor_config(loss_agg_mode=agg, **LOSS_TERMS), out, data, gt_loss=gt_loss)
+    loss.backward()
+    lp, ent = _row_grads(out["log_probs"].grad), _row_grads(out["entropy"].grad)
+    assert lp[2] == lp[3] == 0.0 and ent[2] == ent[3] == 0.0
+    assert lp[0] > 0 and lp[1] > 0 and ent[0] > 0 and ent[1] > 0
+
+    verl_data, verl_out = _frozen_batch(advantages=advantages)  # verl's loss on the same rows: they move
+    verl_loss, _ = ppo_loss(_actor_config(loss_agg_mode=agg, **LOSS_TERMS), verl_out, verl_data)
+    verl_loss.backward()
+    assert _row_grads(verl_out["log_probs"].grad)[2] > 0 and _row_grads(verl_out["entropy"].grad)[2] > 0
+
+    no_kl_data, no_kl_out = _frozen_batch(advantages=advantages)  # KL on/off: same gradient on the GT row
+    no_kl, _ = visurf_actor_loss(_actor_config(loss_agg_mode=agg, **{**LOSS_TERMS, "use_kl_loss": False}),
+                                 no_kl_out, no_kl_data, gt_loss=gt_loss)
+    no_kl.backward()
+    assert _row_grads(no_kl_out["log_probs"].grad)[1] == pytest.approx(lp[1], rel=1e-6)
+    assert _row_grads(no_kl_out["log_probs"].grad)[0] != pytest.approx(lp[0], rel=1e-6)  # rollouts keep KL
+
+
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_frozen_rows_keep_the_normalisation(agg):
+    """The masked rows still count in the denominators (verl's batch_num_tokens / global_batch_size, or
+    — without them — the whole response_mask): the loss equals verl's ppo_loss on the same batch with
+    the frozen rows neutralised (entropy 0, π_ref = π, Â = 0) and the GT row's π_ref = π."""
+    advantages = [0.7, 1.3, 0.0, 0.0]
+    config = _actor_config(loss_agg_mode=agg, **LOSS_TERMS)
+    for dp_info in (True, False):
+        data, out = _frozen_batch(advantages=advantages)
+        if not dp_info:
+            data = tu.get_tensordict({k: data[k] for k in data.keys() if k not in ("dp_size", "batch_num_tokens",
+                                                                                     "global_batch_size")},
+                                     non_tensor_dict={"dp_size": 1, "batch_num_tokens": None,
+                                                      "global_batch_size": None})
+        ours, _ = visurf_actor_loss(config, {k: v.detach() for k, v in out.items()}, data)
+        ref_data, ref_out = _frozen_batch(advantages=advantages)
+        if not dp_info:
+            ref_data = data
+        log_prob = no_padding_2_padding(ref_out["log_probs"].detach(), ref_data)
+        ref = data["ref_log_prob"].clone()
+        ref[1:] = log_prob[1:]  # rows 1-3: KL term 0
+        entropy = no_padding_2_padding(ref_out["entropy"].detach(), ref_data)
+        neutral = ref_out["entropy"].detach().clone()
+        offsets = np.cumsum([0] + [PROMPT_LEN + n for n in [4, 2, 3, 1]])
+        neutral[offsets[2]: offsets[4]] = 0.0  # rows 2 and 3: entropy 0
+        verl_batch = tu.get_tensordict({**{k: data[k] for k in ("prompts", "responses", "attention_mask",
+                                                                 "response_mask", "old_log_probs", "advantages")},
+                                        "ref_log_prob": ref},
+                                       non_tensor_dict={k: data[k] for k in ("dp_size", "batch_num_tokens",
+                                                                             "global_batch_size")})
+        theirs, _ = ppo_loss(_actor_config(loss_agg_mode=agg, **LOSS_TERMS),
+                             {"log_probs": ref_out["log_probs"].detach(), "entropy": neutral}, verl_batch)
+        assert entropy.shape == log_prob.shape
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)

@@ -11,8 +11,9 @@ Everything algorithmic lives in ``verl_ext``; this class only wires it into verl
   ``rollout_log_probs := old_log_probs`` (they were never sampled), the rollout-only entropy and
   rollout-vs-actor log-prob metrics are taken, and GT rows switched off by ``all_fail`` as well as
   pad rows leave their group (a group of their own, so the ``visurf`` estimator gives them Â = 0);
-* ``init_workers``: GT-aware loss variants (``visurf.gt_loss``) are installed as the actor's
-  full loss with ``set_loss_fn`` — the loss then sees the ``is_gt`` column;
+* ``init_workers``: with ViSurf on, ``visurf_actor_loss`` is installed as the actor's full loss
+  with ``set_loss_fn`` — it sees the ``is_gt`` / pad / active columns (pad and switched-off GT rows
+  train nothing, the GT variants of ``visurf.gt_loss``);
 * ``_update_actor``: the ``visurf/*`` metrics are logged with the actor's metrics.
 
 verl metrics that include the GT (and pad) rows are listed in the README ("Using the recipe");
@@ -126,7 +127,7 @@ class RayViSurfTrainer(RayPPOTrainer):
     def init_workers(self):
         super().init_workers()
         visurf = visurf_config(self.config.get("visurf"))
-        if visurf.enable and visurf.gt_loss != "ppo_clip":
+        if visurf.enable:
             from verl.utils.config import omega_conf_to_dataclass
 
             from verl_ext.visurf.policy_loss import visurf_actor_loss

@@ -4,8 +4,9 @@
   (`actor_rollout_ref.actor.policy_loss.loss_mode=visurf`): the clipped surrogate over all
   G+1 rows. A registered loss never sees batch columns, so it cannot tell GT rows apart.
 - `visurf_actor_loss`: the full actor loss (a drop-in for verl's `ppo_loss`) that reads the
-  `is_gt` column; installed with
-  `actor_rollout_wg.set_loss_fn(partial(visurf_actor_loss, config=actor_cfg, gt_loss=...))`.
+  `is_gt` / pad / active columns (pad rows and switched-off GT rows contribute nothing to any
+  term; the KL term skips GT rows: `loss_row_masks`); installed by the trainer in every ViSurf run
+  with `actor_rollout_wg.set_loss_fn(partial(visurf_actor_loss, config=actor_cfg, gt_loss=...))`.
 - `visurf_policy_loss_terms`: the pure function both use.
 
 GT-row variants (`gt_loss`, `verl_ext.visurf.config.GT_LOSSES`): "ppo_clip" (default, the paper:
@@ -38,7 +39,13 @@ from verl.workers.utils.padding import no_padding_2_padding
 from verl_ext.constants import GT_LOSSES, SURROGATE_LOSS_MODES
 from verl_ext.visurf import columns as C
 
-__all__ = ["compute_policy_loss_visurf", "visurf_actor_loss", "visurf_policy_loss_terms"]
+__all__ = [
+    "KL_ON_GT_ROWS",
+    "compute_policy_loss_visurf",
+    "loss_row_masks",
+    "visurf_actor_loss",
+    "visurf_policy_loss_terms",
+]
 
 LOG_RATIO_CLAMP = 20.0  # verl clamps log(π/π_old) to ±20 before exp (compute_policy_loss_vanilla)
 
@@ -204,22 +211,68 @@ def compute_policy_loss_visurf(
     return pg_loss, {key: value.item() for key, value in pg_metrics.items()}
 
 
-def _is_gt_rows(data: TensorDict) -> torch.Tensor | None:
-    """The micro-batch's `is_gt` column as a bool tensor (bs,), or None when the batch has none.
+KL_ON_GT_ROWS = False  # the KL loss term skips GT rows (loss_row_masks): see visurf_actor_loss
 
-    The column arrives as a tensor, a tensordict non-tensor stack / list of bools, or a numpy array.
-    """
-    if C.IS_GT not in data.keys():
+
+def _row_column(data: TensorDict, key: str) -> torch.Tensor | None:
+    """The micro-batch's bool column ``key`` (``is_gt``, pad / active flags) as a tensor (bs,), or None
+    when the batch has none. The column arrives as a tensor, a tensordict non-tensor stack / list
+    of bools, or a numpy array."""
+    if key not in data.keys():
         return None
-    value = data[C.IS_GT]
+    value = data[key]
     if isinstance(value, torch.Tensor):
         rows = value.reshape(-1).to(torch.bool)
     else:
         rows = torch.from_numpy(np.asarray(value if isinstance(value, np.ndarray) else list(value), dtype=bool))
         rows = rows.reshape(-1)
     if rows.numel() != data.batch_size[0]:
-        raise ValueError(f"is_gt has {rows.numel()} entries for a micro-batch of {data.batch_size[0]} rows")
+        raise ValueError(f"{key} has {rows.numel()} entries for a micro-batch of {data.batch_size[0]} rows")
     return rows
+
+
+def _is_gt_rows(data: TensorDict) -> torch.Tensor | None:
+    """The micro-batch's `is_gt` column as a bool tensor (bs,), or None when the batch has none."""
+    return _row_column(data, C.IS_GT)
+
+
+def loss_row_masks(
+    response_mask: torch.Tensor, is_gt: torch.Tensor, is_pad: torch.Tensor | None = None,
+    gt_active: torch.Tensor | None = None, kl_on_gt: bool = KL_ON_GT_ROWS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token masks of the loss terms of a ViSurf micro-batch.
+
+    frozen_j = is_pad_j ∨ (is_gt_j ∧ ¬active_j)      (pad rows, GT rows switched off by all_fail)
+    train_jt = response_mask_jt ∧ ¬frozen_j           (policy and entropy terms)
+    kl_jt    = train_jt ∧ ¬is_gt_j                    (KL term; ∧ nothing when ``kl_on_gt``)
+
+    A frozen row contributes exactly nothing to any term (its tokens are out of every mask); it
+    still counts in the normalisation, which comes from the whole ``response_mask`` (verl's
+    ``batch_num_tokens`` / ``global_batch_size``). ``gt_active`` None: every GT row active.
+
+    Returns ``(train_mask, kl_mask)``, bool (bs, response_length).
+    """
+    gt = is_gt.to(device=response_mask.device, dtype=torch.bool).reshape(-1)
+    frozen = torch.zeros_like(gt)
+    if is_pad is not None:
+        frozen |= is_pad.to(device=gt.device, dtype=torch.bool).reshape(-1)
+    if gt_active is not None:
+        frozen |= gt & ~gt_active.to(device=gt.device, dtype=torch.bool).reshape(-1)
+    train = response_mask.bool() & ~frozen[:, None]
+    kl = train if kl_on_gt else train & ~gt[:, None]
+    return train, kl
+
+
+def _fill_normalisers(global_batch_info: dict[str, Any], response_mask: torch.Tensor) -> None:
+    """Single-process calls without verl's global batch info (``dp_size == 1``): the denominators
+    ``agg_loss`` would take from the loss mask, taken from the whole ``response_mask`` instead, so
+    masking frozen rows out of a term never changes its normalisation."""
+    if global_batch_info.get("dp_size", 1) > 1:
+        return
+    if global_batch_info.get("batch_num_tokens") is None:
+        global_batch_info["batch_num_tokens"] = response_mask.sum()
+    if global_batch_info.get("global_batch_size") is None:
+        global_batch_info["global_batch_size"] = (response_mask.sum(-1) > 0).sum()
 
 
 def visurf_actor_loss(
@@ -230,22 +283,29 @@ def visurf_actor_loss(
     gt_loss: str = "ppo_clip",
     luffy_gamma: float = 0.1,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Full actor loss with the GT-row variant `gt_loss`: verl's `ppo_loss` with a GT-aware policy term.
+    """Full actor loss of a ViSurf run: verl's `ppo_loss` with GT-aware row masks and policy term.
 
     MIRROR of verl 0.9.1 `verl.workers.utils.losses.ppo_loss` (see the module docstring).
 
-    L = L_pg(gt_loss) − entropy_coeff · H + kl_loss_coef · KL(π‖π_ref)   (as verl's `ppo_loss`)
+    L = L_pg(gt_loss; train) − entropy_coeff · agg(H; train) + kl_loss_coef · agg(KL(π‖π_ref); kl)
 
-    With gt_loss="ppo_clip" or without an `is_gt` column this *is* verl's `ppo_loss` (delegated).
-    Otherwise it mirrors `ppo_loss` line for line (global batch info, metric aggregation, entropy and
-    KL terms, metric keys) with the policy term from `visurf_policy_loss_terms`; the GT variants
-    replace the clipped surrogate of `policy_loss.loss_mode` "vanilla" / "visurf" only.
+    with the masks of `loss_row_masks`: pad rows and GT rows switched off by ``inject_when=all_fail``
+    contribute exactly nothing to any term (their advantage is 0, but the entropy and KL terms
+    would still move them); the KL term also skips the active GT rows (``KL_ON_GT_ROWS = False``):
+    verl's KL estimators (k1 / k3 / ...) estimate KL(π‖π_ref) from tokens *sampled from π*, and the
+    GT's tokens are teacher-forced, so on them the term is no KL estimate but an extra pull of
+    log π(y_gt) towards log π_ref(y_gt) against the GT's own advantage. Normalisation is verl's
+    (all rows, ``batch_num_tokens`` / ``global_batch_size``), the same for every term.
+    The policy term is ``policy_loss.loss_mode``'s registered loss under ``gt_loss="ppo_clip"``,
+    else `visurf_policy_loss_terms` (the GT variants; ``vanilla`` / ``visurf`` surrogate only).
+    Without an `is_gt` column (plain GRPO, validation) this *is* verl's `ppo_loss` (delegated).
 
     Args:
         config: `(ActorConfig)` the actor config (bind with functools.partial).
         model_output: `(dict)` the engine's output: "log_probs" (+ "entropy").
         data: `(TensorDict)` the micro-batch: response_mask, old_log_probs, advantages, optional
-            rollout_is_weights / ref_log_prob, dp_size / batch_num_tokens / global_batch_size, is_gt.
+            rollout_is_weights / ref_log_prob, dp_size / batch_num_tokens / global_batch_size, is_gt,
+            optional ``visurf_is_pad`` / ``visurf_gt_active`` (`verl_ext.visurf.columns`).
         dp_group: data-parallel group (unused, as in verl's `ppo_loss`).
         gt_loss: `(str)` one of GT_LOSSES.
         luffy_gamma: `(float)` γ of the LUFFY shaping.
@@ -254,15 +314,18 @@ def visurf_actor_loss(
         policy_loss: `(torch.Tensor)` scalar.
         metrics: `(dict)` verl's actor metrics ("actor/pg_loss", "actor/pg_clipfrac", ...).
     """
+    if gt_loss not in GT_LOSSES:
+        raise ValueError(f"gt_loss must be one of {GT_LOSSES}, got {gt_loss!r}")
     is_gt = _is_gt_rows(data)
-    if gt_loss == "ppo_clip" or is_gt is None:
+    if is_gt is None:
         return ppo_loss(config, model_output, data, dp_group)
     loss_mode = config.policy_loss.get("loss_mode", "vanilla")
-    if loss_mode not in SURROGATE_LOSS_MODES:
+    if gt_loss != "ppo_clip" and loss_mode not in SURROGATE_LOSS_MODES:
         raise ValueError(
             f"visurf.gt_loss={gt_loss!r} replaces the clipped surrogate; it cannot be combined with "
             f"policy_loss.loss_mode={loss_mode!r} (use one of {SURROGATE_LOSS_MODES})"
         )
+    is_pad, gt_active = _row_column(data, C.IS_PAD), _row_column(data, C.GT_ACTIVE)
 
     log_prob = no_padding_2_padding(model_output["log_probs"], data)
     entropy = model_output.get("entropy", None)
@@ -290,37 +353,51 @@ def visurf_actor_loss(
         fields.append("ref_log_prob")
     data = data.select(*fields).to_padded_tensor()
     response_mask = data["response_mask"].to(bool)
+    train_mask, kl_mask = loss_row_masks(response_mask, is_gt, is_pad, gt_active)
+    _fill_normalisers(config.global_batch_info, response_mask)
     loss_agg_mode = config.loss_agg_mode
 
-    pg_loss, pg_metrics = visurf_policy_loss_terms(
-        old_log_prob=data["old_log_probs"],
-        log_prob=log_prob,
-        advantages=data["advantages"],
-        response_mask=response_mask,
-        is_gt=is_gt,
-        gt_loss=gt_loss,
-        luffy_gamma=luffy_gamma,
-        loss_agg_mode=loss_agg_mode,
-        rollout_is_weights=data.get("rollout_is_weights", None),
-        global_batch_info=config.global_batch_info,
-        **_clip_ratios(config),
-    )
-    metrics = Metric.from_dict({k: v.item() for k, v in pg_metrics.items()}, aggregation=AggregationType.MEAN)
+    if gt_loss == "ppo_clip":
+        from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+        pg_loss, pg_metrics = get_policy_loss_fn(loss_mode)(
+            old_log_prob=data["old_log_probs"],
+            log_prob=log_prob,
+            advantages=data["advantages"],
+            response_mask=train_mask,
+            loss_agg_mode=loss_agg_mode,
+            config=config,
+            rollout_is_weights=data.get("rollout_is_weights", None),
+        )
+    else:
+        pg_loss, pg_metrics = visurf_policy_loss_terms(
+            old_log_prob=data["old_log_probs"],
+            log_prob=log_prob,
+            advantages=data["advantages"],
+            response_mask=train_mask,
+            is_gt=is_gt,
+            gt_loss=gt_loss,
+            luffy_gamma=luffy_gamma,
+            loss_agg_mode=loss_agg_mode,
+            rollout_is_weights=data.get("rollout_is_weights", None),
+            global_batch_info=config.global_batch_info,
+            **_clip_ratios(config),
+        )
+        pg_metrics = {k: v.item() for k, v in pg_metrics.items()}
+    metrics = Metric.from_dict(pg_metrics, aggregation=AggregationType.MEAN)
     metrics["actor/pg_loss"] = Metric(value=pg_loss, aggregation=metric_aggregation)
     policy_loss = pg_loss
 
     if entropy is not None:
         entropy_loss = agg_loss(
-            loss_mat=entropy, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
+            loss_mat=entropy, loss_mask=train_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
         )
         policy_loss -= config.entropy_coeff * entropy_loss
         metrics["actor/entropy_loss"] = Metric(value=entropy_loss, aggregation=metric_aggregation)
 
     if config.use_kl_loss:
         kld = kl_penalty(logprob=log_prob, ref_logprob=data["ref_log_prob"], kl_penalty=config.kl_loss_type)
-        kl_loss = agg_loss(
-            loss_mat=kld, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
-        )
+        kl_loss = agg_loss(loss_mat=kld, loss_mask=kl_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info)
         policy_loss += kl_loss * config.kl_loss_coef
         metrics["kl_loss"] = Metric(value=kl_loss, aggregation=metric_aggregation)
         metrics["kl_coef"] = config.kl_loss_coef
