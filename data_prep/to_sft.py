@@ -2,9 +2,14 @@
 
 Each RL row (``prompt`` = user turn(s) with ``<image>``, ``images``, ``reward_model.ground_truth``,
 ``data_source``) becomes one SFT row whose ``messages`` are the prompt turns followed by one
-assistant turn: the *aligned GT response*, i.e. exactly the text ViSurf injects as the GT member
-(``VisurfConfig(align, gt_template).gt_response(ground_truth, task_of(data_source))``, e.g.
-``<answer>[{"bbox_2d": [...], "point_2d": [...]}]</answer>``). ``images`` are copied unchanged,
+assistant turn: the *aligned GT response*, i.e. exactly the text ViSurf injects as the GT member,
+rendered by the recipe's own function (``verl_ext.visurf.reward_control.render_gt``, as
+``verl_ext.visurf.gt_injection.gt_response_texts`` calls it), e.g.
+``<answer>[{"bbox_2d": [...], "point_2d": [...]}]</answer>``. So every label form the recipe accepts
+(JSON string, list / numpy array of objects, one dict, number, string) and every ``data_source``
+(the project's table, verl's ``openai/gsm8k`` etc. with ``--gt-template '#### {answer}'``, a
+user's own) converts, and a label the GT injection rejects is rejected here with the same
+message (``verl_ext/rewards/labels.py``). ``images`` are copied unchanged,
 so verl's ``MultiTurnSFTDataset`` (``verl.trainer.sft_trainer``, ``data.messages_key=messages``,
 image column ``images``) replaces each ``<image>`` with its image. ``data_source``, ``ability``,
 ``reward_model`` and ``extra_info`` are carried over for traceability.
@@ -26,8 +31,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.common import AtomicParquetWriter, DataPrepError
-from verl_ext.constants import ANSWER_TEMPLATE, task_of
+from verl_ext.constants import ANSWER_TEMPLATE
+from verl_ext.rewards.labels import is_missing
 from verl_ext.visurf.config import VisurfConfig
+from verl_ext.visurf.reward_control import render_gt
 
 logger = logging.getLogger("data_prep.to_sft")
 
@@ -78,11 +85,11 @@ def sft_messages(row: dict, control: VisurfConfig, index: int = 0) -> list[dict]
         raise DataPrepError(f"{where}: {n_tokens} {IMAGE_TOKEN} placeholder(s) in the prompt but {n_images} image(s)")
     reward_model = row.get("reward_model") or {}
     ground_truth = reward_model.get("ground_truth") if isinstance(reward_model, dict) else None
-    if not isinstance(ground_truth, str) or not ground_truth.strip():
+    if is_missing(ground_truth):
         raise DataPrepError(f"{where}: reward_model.ground_truth is missing or empty")
-    try:
-        task = task_of(row.get("data_source"))
-        answer = control.gt_response(ground_truth, task)
+    try:  # the GT injection's rendering (gt_injection.gt_response_texts), any label form and data_source
+        answer = render_gt(ground_truth, str(row.get("data_source")), align=control.align,
+                           template=control.gt_template)
     except ValueError as e:
         raise DataPrepError(f"{where}: {e}") from None
     return [{"role": t["role"], "content": t["content"]} for t in prompt] + [{"role": "assistant", "content": answer}]
