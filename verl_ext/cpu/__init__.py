@@ -11,8 +11,10 @@ verl 0.9.1 has no CPU backend. This package adds one without touching verl's sou
   and ``mm_token_type_ids``, so HF builds the same 3-D rope positions as verl's actor),
   concurrent requests batched, weight sync from the trainer after every step, and vision
   special tokens never sampled.
-* ``shims`` — the two places where verl hard-codes accelerator behaviour (duplicate
-  ``cpu:gloo,cpu:gloo`` process-group backend; ``CPUOffloadPolicy(pin_memory=True)``).
+* ``shims`` — three: the two places where verl hard-codes accelerator behaviour (duplicate
+  ``cpu:gloo,cpu:gloo`` process-group backend; ``CPUOffloadPolicy(pin_memory=True)``) and
+  verl's ``maybe_fix_3d_position_ids``, which mislabels the nested 3-D position ids of a batch
+  whose rows all have one length (a verl bug, patched only under the CPU switch).
 * ``launcher`` — starts ray with the (fake) GPU resources verl's resource pools ask for and
   carries the environment to every ray worker, plus the verl overrides CPU runs need.
 

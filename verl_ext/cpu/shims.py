@@ -1,4 +1,5 @@
-"""The two places where verl 0.9.1 hard-codes accelerator behaviour, made CPU-safe.
+"""Three shims: the two places where verl 0.9.1 hard-codes accelerator behaviour, made CPU-safe,
+and one verl bug in its 3-D position-id handling that small CPU batches hit.
 
 Installed only by ``verl_ext.cpu.activate()`` (i.e. under ``VERL_PLATFORM=cpu``):
 
