@@ -171,7 +171,7 @@ def image_size(img: Image.Image) -> tuple[int, int]:
 
 
 def resize_to_frame(img: Image.Image, size: int = FRAME) -> Image.Image:
-    """Resize to size x size (bilinear with antialiasing, as METHOD §5)."""
+    """Resize to size x size (bilinear with antialiasing, as docs/METHOD.md §5)."""
     if img.size == (size, size):
         return img
     return img.resize((size, size), Image.Resampling.BILINEAR)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GRPO baseline (shared/docs/METHOD.md §6): exactly run_qwen2_5_vl_7b_visurf.sh with `visurf.enable=False`
+# GRPO baseline (docs/METHOD.md §6): exactly run_qwen2_5_vl_7b_visurf.sh with `visurf.enable=False`
 # - same model, data, rewards and hyper-parameters; G = 8 sampled rollouts per prompt and no GT member
 # (the recipe then uses verl's `grpo` estimator and `vanilla` policy loss, n = G).
 #

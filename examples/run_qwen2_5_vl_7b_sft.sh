@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SFT baseline (shared/docs/METHOD.md §6): verl's own SFT trainer (`verl.trainer.sft_trainer`, its
+# SFT baseline (docs/METHOD.md §6): verl's own SFT trainer (`verl.trainer.sft_trainer`, its
 # MultiTurnSFTDataset with images) on the same RL parquet as ViSurf/GRPO. The RL rows are converted
 # first with `python -m data_prep.to_sft`: prompt + the aligned GT response (the exact text ViSurf
 # injects as the GT member) as the assistant turn. Then torchrun on N_GPUS GPUs per node.

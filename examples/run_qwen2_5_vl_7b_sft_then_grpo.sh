@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SFT -> GRPO baseline (shared/docs/METHOD.md §6), both stages in one script:
+# SFT -> GRPO baseline (docs/METHOD.md §6), both stages in one script:
 #   1. run_qwen2_5_vl_7b_sft.sh  - verl's SFT trainer on the aligned GT responses (saves the HF model);
 #   2. run_qwen2_5_vl_7b_grpo.sh - GRPO (visurf.enable=False) from $SFT_CKPT_DIR/global_step_<last>/huggingface,
 #      <last> read from the SFT run's latest_checkpointed_iteration.txt.

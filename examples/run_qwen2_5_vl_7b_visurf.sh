@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ViSurf on Qwen2.5-VL-7B-Instruct, the paper's setting (shared/docs/METHOD.md §7): 8 GPUs, vllm
+# ViSurf on Qwen2.5-VL-7B-Instruct, the paper's setting (docs/METHOD.md §7): 8 GPUs, vllm
 # rollout, G = 8 sampled rollouts + the GT (groups of 9), temperature 1.0, lr 1e-6, weight decay 1e-2,
 # grad clip 1.0, 16 prompts per step, prompt 1300 / response 2048 tokens, 840x840 images (data_prep
 # stores them so), KL off, every `visurf.*` switch at its default (recipe/visurf/config/visurf_trainer.yaml).
@@ -32,7 +32,7 @@ GPU_MEM_UTIL=${GPU_MEM_UTIL:-0.6}               # vllm KV-cache share of GPU mem
 TOKENS_PER_GPU=${TOKENS_PER_GPU:-16384}         # dynamic-batch token budget per GPU (>= prompt + response)
 ATTN_IMPL=${ATTN_IMPL:-flash_attention_2}       # sdpa without flash-attn (then also USE_REMOVE_PADDING=False)
 USE_REMOVE_PADDING=${USE_REMOVE_PADDING:-True}
-# --- algorithm (METHOD §7) ---
+# --- algorithm (docs/METHOD.md §7) ---
 G=${G:-8}                                       # sampled rollouts per prompt; the recipe adds the GT copy (n = G+1)
 TEMPERATURE=${TEMPERATURE:-1.0}
 LR=${LR:-1e-6}

@@ -1,4 +1,4 @@
-"""Small raw-format fixtures for the data_prep tests, built in code (shared/docs/DATASETS.md).
+"""Small raw-format fixtures for the data_prep tests, built in code (layouts: data_prep/README.md).
 
 Each builder writes a miniature copy of a public dataset's on-disk layout under ``root`` and
 returns what the tests need to know about it. Images are tiny solid-colour files so that the

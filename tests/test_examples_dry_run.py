@@ -179,7 +179,7 @@ def test_to_sft_bad_row_is_named_and_nothing_is_written(paths, tmp_path, capsys,
 # ---------------------------------------------------------------------------------------------
 # The GPU scripts under DRY_RUN=1
 # ---------------------------------------------------------------------------------------------
-PAPER_OVERRIDES = (  # METHOD.md §7, as printed in the command
+PAPER_OVERRIDES = (  # docs/METHOD.md §7, as printed in the command
     "actor_rollout_ref.rollout.name=vllm",
     "actor_rollout_ref.rollout.n=8",
     "actor_rollout_ref.rollout.temperature=1.0",

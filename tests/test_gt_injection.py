@@ -199,7 +199,7 @@ CASES = {  # data_source, label, formatted-but-wrong rollout, extra_info
 @pytest.mark.parametrize("task", sorted(CASES))
 def test_gt_keeps_its_signal_when_every_rollout_is_formatted_but_wrong(task):
     """Real scorers + the group step + the visurf estimator: a rollout that only beats the GT
-    through its thinking-format point does not 'match' the GT (METHOD §3.2 with §3.3)."""
+    through its thinking-format point does not 'match' the GT (docs/METHOD.md §3.2 with §3.3)."""
     from verl import DataProto
 
     from verl_ext.rewards import compute_score

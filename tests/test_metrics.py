@@ -1,4 +1,4 @@
-"""verl_ext.metrics (shared geometry, text stats) against hand-computed values (METHOD.md §5).
+"""verl_ext.metrics (shared geometry, text stats) against hand-computed values (docs/METHOD.md §5).
 The scoring rules (verl_ext/eval_protocols) are tested in tests/test_eval_parity.py."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Any string in -> finite float out, never an exception, bounded time (METHOD.md §4)."""
+"""Any string in -> finite float out, never an exception, bounded time (docs/METHOD.md §4)."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""The "visurf" advantage estimator (METHOD.md §1.4)."""
+"""The "visurf" advantage estimator (docs/METHOD.md §1.4)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The "visurf" policy loss (METHOD.md §1.5), its GT-row variants, and the full actor loss."""
+"""The "visurf" policy loss (docs/METHOD.md §1.5), its GT-row variants, and the full actor loss."""
 
 import math
 

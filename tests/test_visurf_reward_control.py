@@ -1,4 +1,4 @@
-"""Reward control (METHOD.md §3): align_gt, gt_response (§3.1), smooth_gt_rewards (§3.3)."""
+"""Reward control (docs/METHOD.md §3): align_gt, gt_response (§3.1), smooth_gt_rewards (§3.3)."""
 
 import json
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # --------------------------------------------------------------------------------------------
-# Geometry (METHOD.md §4, §5)
+# Geometry (docs/METHOD.md §4, §5)
 # --------------------------------------------------------------------------------------------
 FRAME = 840  # images are resized to FRAME x FRAME; every coordinate lives in this frame
 # Boxes are inclusive pixel boxes: [x1, y1, x2, y2] covers pixels x1..x2 and y1..y2 of the frame
@@ -41,7 +41,7 @@ MAX_RESPONSE_CHARS = 20_000  # responses longer than this are cut before parsing
 # Answer format
 # --------------------------------------------------------------------------------------------
 # The answer template the policy is trained to emit, and that align_gt wraps the GT in
-# (METHOD.md §3.1). `{answer}` is the serialised JSON list (grounding) or the answer string.
+# (docs/METHOD.md §3.1). `{answer}` is the serialised JSON list (grounding) or the answer string.
 ANSWER_TEMPLATE = "<answer>{answer}</answer>"
 THINK_ANSWER_PATTERN = r"<think>.*?</think>\s*<answer>.*?</answer>"  # whole-response match, DOTALL
 BBOX_KEY = "bbox_2d"
@@ -82,7 +82,7 @@ TASK_ABILITY = {
 # them, the task scorers read GT_THINKING_REWARDS). Here, not in verl_ext.visurf.config, because the
 # modules verl imports through VERL_USE_EXTERNAL_MODULES need them before verl has finished importing.
 INJECT_WHEN = ("always", "all_fail")  # visurf.inject_when
-GT_THINKING_REWARDS = ("zero", "full")  # visurf.gt_thinking_reward (METHOD.md §3.2)
+GT_THINKING_REWARDS = ("zero", "full")  # visurf.gt_thinking_reward (docs/METHOD.md §3.2)
 GT_LOSSES = ("ppo_clip", "luffy_shaping", "sft")  # visurf.gt_loss
 SURROGATE_LOSS_MODES = ("vanilla", "visurf")  # verl loss modes whose clipped surrogate the GT variants reproduce
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the evaluation metrics (METHOD.md §5): box geometry, mask IoU, text stats.
+"""Shared pieces of the evaluation metrics (docs/METHOD.md §5): box geometry, mask IoU, text stats.
 
 The scoring rules themselves — which answer counts as "no target", gIoU / cIoU / N-Acc / T-Acc /
 BboxAcc, GUI and anomaly accuracy, the math protocols — live in ``verl_ext/eval_protocols/``, one

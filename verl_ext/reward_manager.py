@@ -6,8 +6,8 @@ Where each part of reward control runs in verl 0.9.1 (classic trainer, agent-loo
   agent-loop worker sends each finished trajectory to a ``RewardLoopWorker`` ray actor, which
   calls ``run_single`` of the configured manager; the score comes back as ``rm_scores`` (the
   score at the last response token) and the dict keys as ``reward_extra_info``. The manager
-  reads the row's ``is_gt`` column and applies the GT thinking-reward rule (METHOD.md §3.2).
-* **Per group** — smoothing (METHOD.md §3.3) needs every score of a ``uid`` group, which no
+  reads the row's ``is_gt`` column and applies the GT thinking-reward rule (docs/METHOD.md §3.2).
+* **Per group** — smoothing (docs/METHOD.md §3.3) needs every score of a ``uid`` group, which no
   reward manager sees in 0.9.1. It runs where the whole batch of ``rm_scores`` first becomes
   visible: the ViSurf agent-loop manager's output, ``verl_ext.visurf.group_step.apply_group_step``
   (before old log-probs and advantages) — the one place smoothing runs.

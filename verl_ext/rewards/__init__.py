@@ -20,7 +20,7 @@ Every scorer returns the same keys (``common.RESULT_KEYS``): ``score`` plus the 
 (``""`` when the answer parsed), so verl can stack ``reward_extra_info`` over mixed batches.
 verl 0.9.1's reward managers accept a dict with ``"score"`` and log the other keys.
 
-``is_gt`` and ``gt_thinking_reward`` (METHOD.md §3.2) come from keyword arguments or, failing
+``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2) come from keyword arguments or, failing
 that, from ``extra_info``; math reads ``extra_info["choices"]`` for multiple choice.
 
 Any other ``data_source`` is scored by verl's own ``default_compute_score``

@@ -1,4 +1,4 @@
-"""What every task scorer shares: the GT thinking-reward rule (METHOD.md §3.2) and the result keys."""
+"""What every task scorer shares: the GT thinking-reward rule (docs/METHOD.md §3.2) and the result keys."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ RESULT_KEYS = ("score", *COMPONENTS, "invalid_reason")
 def thinking_reward(think_format: bool, *, is_gt: bool, gt_thinking_reward: str) -> float:
     """The thinking-format component: 1.0 when a rollout's format matched, else 0.0.
 
-    A GT row carries no reasoning, so its component is not measured (METHOD.md §3.2):
+    A GT row carries no reasoning, so its component is not measured (docs/METHOD.md §3.2):
     ``gt_thinking_reward="zero"`` gives it 0.0 (the method's default), ``"full"`` credits it with
     the full point, so the GT competes with rollouts on the task components alone.
     """

@@ -3,7 +3,7 @@
 ``score = thinking_format + answer_format + accuracy + non_repeat`` (max 1 + 2 + 3 + 1 = 7):
 
 * thinking_format (0/1): the response full-matches ``THINK_ANSWER_PATTERN``; for a GT row it is
-  not measured: 0 with ``gt_thinking_reward="zero"``, 1 with ``"full"`` (METHOD.md §3.2).
+  not measured: 0 with ``gt_thinking_reward="zero"``, 1 with ``"full"`` (docs/METHOD.md §3.2).
 * answer_format (0..2): per predicted object +1 when ``bbox_2d`` is a list of 4 finite numbers,
   +1 when ``point_2d`` is a list of 2 finite numbers; averaged over the objects.
 * accuracy (0..3): Hungarian matching (``scipy.optimize.linear_sum_assignment``) of predicted
@@ -14,7 +14,7 @@
   (point) terms but still counts in ``M``.
 * non_repeat (0/1): see ``parsing.non_repeat``.
 
-Non-object rule (METHOD.md §4; the public function scores it 0 by accident): label ``[]`` and
+Non-object rule (docs/METHOD.md §4; the public function scores it 0 by accident): label ``[]`` and
 prediction ``[]`` earn answer_format 2 and accuracy 3; any object against ``[]`` earns accuracy 0
 (answer_format as usual); ``[]`` against a non-empty label earns answer_format 0 and accuracy 0
 (an empty answer has no objects to average, as in the public function).
@@ -214,7 +214,7 @@ def compute_score(
         solution_str: the decoded response; any string (never raises for it).
         ground_truth: the label, a JSON list string (``"[]"`` = no object). A malformed label
             raises ValueError (data bug).
-        is_gt: the row is the injected ground-truth response (METHOD.md §3.2).
+        is_gt: the row is the injected ground-truth response (docs/METHOD.md §3.2).
         gt_thinking_reward: ``"zero"`` (thinking_format is 0 for GT rows) or ``"full"`` (1).
 
     Returns:

@@ -38,7 +38,7 @@ def compute_score(
         solution_str: the decoded response; any string (never raises for it).
         ground_truth: JSON list with exactly one object (the element box + centre). A malformed
             label raises ValueError (data bug).
-        is_gt: the row is the injected ground-truth response (METHOD.md §3.2).
+        is_gt: the row is the injected ground-truth response (docs/METHOD.md §3.2).
         gt_thinking_reward: ``"zero"`` or ``"full"``.
 
     Returns:

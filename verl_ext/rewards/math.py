@@ -311,7 +311,7 @@ def compute_score(
     Args:
         solution_str: the decoded response; any string (never raises for it).
         ground_truth: the canonical answer (``"3"``, ``"\\frac{1}{2}"``) or an option letter.
-        is_gt: the row is the injected ground-truth response (METHOD.md §3.2).
+        is_gt: the row is the injected ground-truth response (docs/METHOD.md §3.2).
         gt_thinking_reward: ``"zero"`` or ``"full"``.
         choices: option texts of a multiple-choice question (``extra_info["choices"]``).
         timeout_s: math-verify timeout per parse / comparison, in seconds.

@@ -1,4 +1,4 @@
-"""ViSurf: the method's functions (METHOD.md §1-§3, §6); `verl_ext.registry` registers them with verl.
+"""ViSurf: the method's functions (docs/METHOD.md §1-§3, §6); `verl_ext.registry` registers them with verl.
 
 - `config`: `VisurfConfig` (the typed `visurf:` block), the option lists, the start-up checks
 - `columns`: the batch column names (`is_gt`, ...)

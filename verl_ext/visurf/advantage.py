@@ -1,4 +1,4 @@
-"""The "visurf" advantage estimator (METHOD.md §1.4): GRPO normalisation over the augmented group.
+"""The "visurf" advantage estimator (docs/METHOD.md §1.4): GRPO normalisation over the augmented group.
 
 Select it with `algorithm.adv_estimator=visurf`. Each `uid` group holds the G rollouts plus the
 GT row (when one was injected); every member is normalised against all G+1 rewards.
@@ -35,7 +35,7 @@ def compute_visurf_outcome_advantage(
     std is the unbiased estimator (`torch.std`) and ε = 1e-6, as in verl's GRPO. Two deliberate
     differences from `compute_grpo_outcome_advantage`: a group with a single member gets Â = 0
     (verl's GRPO uses mean 0, std 1 there, i.e. Â = r), since one sample carries no relative
-    signal (METHOD.md); a group whose rewards are all equal gets exactly Â = 0.
+    signal (docs/METHOD.md §1.4); a group whose rewards are all equal gets exactly Â = 0.
 
     Exact zeros: a row whose reward equals the mean of the *other* members of its group has
     Â = 0 in exact arithmetic (r_j = mean_{-j} ⟺ r_j = mean_{G+1}); with float32 rewards the

@@ -48,7 +48,7 @@ def _one_of(name: str, value: Any, options: tuple[str, ...]) -> None:
 
 @dataclass
 class VisurfConfig(BaseConfig):
-    """The ``visurf:`` block: every switch of METHOD.md (§1-§3, §6).
+    """The ``visurf:`` block: every switch of docs/METHOD.md (§1-§3, §6).
 
     Args:
         enable: True: ViSurf (G sampled rollouts + the GT per group, ``rollout.n = G + 1``);

@@ -1,6 +1,6 @@
 """The group step of ViSurf: pure functions over a batch of rows grouped by verl's ``uid``.
 
-Which copy of a prompt becomes the GT member, reward smoothing (METHOD.md §3.3),
+Which copy of a prompt becomes the GT member, reward smoothing (docs/METHOD.md §3.3),
 ``inject_when=all_fail``, the rewards compared like with like, and the exact rewrite of the
 outcome rewards. No verl agent-loop code here (that glue is ``verl_ext.visurf.gt_injection``);
 ``group_reward_step`` (run on a batch by ``apply_group_step``) is the one caller of
@@ -121,7 +121,7 @@ def gt_copy_roles(uids: Sequence[Any], skip_reasons: Sequence[str]) -> tuple[np.
 # §3.3 reward smoothing
 # ------------------------------------------------------------------------------------------
 def smooth_gt_rewards(scores: torch.Tensor, index: Any, is_gt: Any, match_scores: torch.Tensor | None = None) -> torch.Tensor:
-    """Reward smoothing per group (METHOD.md §3.3): Â_gt becomes 0 when the GT adds nothing.
+    """Reward smoothing per group (docs/METHOD.md §3.3): Â_gt becomes 0 when the GT adds nothing.
 
     r_gt := mean(r_1..r_G)  if max(m_1..m_G) >= m_gt  (r_i: the group's non-GT rows)
 
@@ -130,7 +130,7 @@ def smooth_gt_rewards(scores: torch.Tensor, index: Any, is_gt: Any, match_scores
     mean of the full rollout rewards (computed in float64, rounded once to ``scores.dtype``; the
     ``visurf`` estimator recognises exactly this value and gives the row Â = 0). The recipe
     passes the rewards without the thinking-format component when the GT's thinking reward is
-    eliminated (METHOD §3.2): a well-formatted but wrong rollout must not "match" a GT that
+    eliminated (docs/METHOD.md §3.2): a well-formatted but wrong rollout must not "match" a GT that
     cannot earn that component.
 
     Applied to every GT row of a group independently; groups without a GT row, or without any
@@ -174,7 +174,7 @@ def match_scores_for(batch: Any, scores: torch.Tensor, gt_thinking_reward: str) 
     compared without it (``score - thinking_format``, the column the task scorers return) — a
     rollout that is only ahead by its format point does not "match" the GT. ``"full"``: the GT
     is credited with that point, so the full rewards compare like with like. None (full
-    rewards, the literal METHOD §3.3 formula) when the column is absent (custom scorers).
+    rewards, the literal docs/METHOD.md §3.3 formula) when the column is absent (custom scorers).
     """
     if gt_thinking_reward != "zero" or "thinking_format" not in batch.non_tensor_batch:
         return None
@@ -247,7 +247,7 @@ def group_reward_step(
 ) -> tuple[torch.Tensor, np.ndarray]:
     """The group part of reward control, over a whole batch of outcome rewards.
 
-    1. smoothing (METHOD §3.3): ``r_gt := mean(r_1..r_G)`` if ``max(m_1..m_G) >= m_gt``
+    1. smoothing (docs/METHOD.md §3.3): ``r_gt := mean(r_1..r_G)`` if ``max(m_1..m_G) >= m_gt``
        (``m`` = ``match_scores``, default ``scores``; see ``smooth_gt_rewards``);
     2. ``inject_when="all_fail"``: the GT takes part only if no rollout of its group solved the
        task (``solved``, from ``task_solved``); ``"always"``: every GT row is active.

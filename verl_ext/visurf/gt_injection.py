@@ -1,4 +1,4 @@
-"""GT injection into verl 0.9.1's rollout groups (METHOD.md §1-2, ARCHITECTURE.md "Data flow").
+"""GT injection into verl 0.9.1's rollout groups (docs/METHOD.md §1-2, docs/ARCHITECTURE.md, "Data flow of one training step").
 
 verl repeats every prompt ``rollout.n`` times and generates each copy through an agent loop
 chosen per row by the ``agent_name`` column. With ViSurf on, the recipe runs ``n = G + 1``

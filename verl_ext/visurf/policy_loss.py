@@ -1,4 +1,4 @@
-"""The "visurf" policy loss (METHOD.md §1.5) and its GT-row variants (METHOD.md §6).
+"""The "visurf" policy loss (docs/METHOD.md §1.5) and its GT-row variants (docs/METHOD.md §6).
 
 - `compute_policy_loss_visurf`: registered as policy loss "visurf"
   (`actor_rollout_ref.actor.policy_loss.loss_mode=visurf`): the clipped surrogate over all
@@ -175,7 +175,7 @@ def compute_policy_loss_visurf(
     config: ActorConfig | None = None,
     rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """ViSurf clipped surrogate over all G+1 rows (METHOD.md §1.5), verl's registered-loss signature.
+    """ViSurf clipped surrogate over all G+1 rows (docs/METHOD.md §1.5), verl's registered-loss signature.
 
     L = −1/(G+1) Σ_j agg_t min(ρ_jt Â_j, clip(ρ_jt, 1−ε_low, 1+ε_high) Â_j)
 

@@ -1,4 +1,4 @@
-"""GT rendering (METHOD.md §3.1): the text of the GT member of a group.
+"""GT rendering (docs/METHOD.md §3.1): the text of the GT member of a group.
 
 - `align_gt`: the GT response text in rollout style (§3.1); `render_gt`: the GT text of a row of
   any data_source (align_gt for the project's sources, `visurf.gt_template` around the label else).
@@ -54,7 +54,7 @@ def _aligned_answer(ground_truth: Any, task: str) -> str:
 
 
 def align_gt(ground_truth: Any, task: str, template: str = ANSWER_TEMPLATE) -> str:
-    """The GT response y' in the rollout's own style (METHOD.md §3.1).
+    """The GT response y' in the rollout's own style (docs/METHOD.md §3.1).
 
     y' = template(json.dumps(objects))  — objects with integer coordinates, keys bbox_2d then
     point_2d, json.dumps default separators (", " and ": ").
