@@ -10,6 +10,7 @@ to end through the CLI (item 13: tests/test_evaluate.py::test_generate_several_d
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -583,3 +584,435 @@ def test_item12_math_protocols_named_in_the_report(tmp_path):
           _line("1", "mathvista", "1.2", "<think>t</think>\\boxed{1.2}")]
     m, report = _run(tmp_path, vr, "--math-protocol", "visionreasoner")
     assert m["mathvista"]["Acc"] == 1.0 and "calculate_math_acc.py" in report
+
+
+# ============================================================================================
+# Preset `visionreasoner` (issue 19) — the public VisionReasoner evaluation end to end.
+# Public code read: JIA-Lab-research/VisionReasoner at c013132276d85a3a3a4f03a6cd78d3e901e0128d.
+#   reader  vision_reasoner/models/visurf_model.py  extract_bbox_points_think, lines 129-150
+#   masks   vision_reasoner/models/visurf_model.py  generate_masks, lines 214-241
+#   seg     evaluation/evaluation_segmentation.py   compute_iou 34-39, compute_bbox_iou 41-62,
+#           merge_bboxes 119-137, process_batch 180-208
+#   metrics evaluation/calculate_iou_with_bbox_nonobj.py 47-49 (IoU), 77 (gIoU), 79 (cIoU),
+#           81 (BboxAcc), 87 (N-Acc)
+#   anomaly evaluation/evaluation_anomaly.py 148-149; evaluation/calculate_acc_auc.py 42, 46, 65-75
+#   gui     evaluation/evaluation_gui.py 123-135; evaluation/calculate_gui_acc.py 37
+#   math    visurf_model.py extract_math_answer 184-191; evaluation/evaluation_math.py 93;
+#           evaluation/calculate_math_acc.py 70, 79-83
+# Expected values are worked out by hand from those lines (comments); `_public_*` below is a
+# test-only transcription of the same lines (regex, json, plain lists) used to cross-check the
+# preset on the whole mixed set, independently of the code under test.
+# ============================================================================================
+VR = E.preset("visionreasoner")
+PROJECT = E.preset("project")
+LONG = "w " * 10_000  # 20,000 characters: an answer after it is past the project's 20,000-character cut
+
+
+def _vr(response: str):
+    """The ObjectAnswer of the preset's reader (answers.read_public)."""
+    from verl_ext.eval_protocols.answers import read_public
+
+    return read_public(response)
+
+
+PUBLIC_READ_CASES = [  # (response, boxes, points) as extract_bbox_points_think returns them (x_factor 1)
+    (_resp([_obj([1, 2, 3, 4], [2, 3])]), [[1, 2, 3, 4]], [[2, 3]]),
+    # line 129: re.search takes the FIRST <answer>…</answer>
+    ("<answer>[{\"bbox_2d\": [1, 1, 5, 5], \"point_2d\": [2, 2]}]</answer><answer>[]</answer>", [[1, 1, 5, 5]], [[2, 2]]),
+    # line 129: the first <answer> runs to the first </answer>: "x <answer>[…]" is not JSON -> nothing
+    ("<answer>x <answer>[{\"bbox_2d\": [1, 1, 5, 5], \"point_2d\": [2, 2]}]</answer>", [], []),
+    # no length cut: the answer after 20,000 characters is read
+    ("<think>" + LONG + "</think>" + _resp([_obj([1, 2, 3, 4], [2, 3])]), [[1, 2, 3, 4]], [[2, 3]]),
+    # lines 140-148: int(v * x_factor + 0.5): 1.5 -> 2, 2.4 -> 2, -0.7 -> int(-0.2) = 0, -3.7 -> -3
+    (_resp([{"bbox_2d": [1.5, 2.4, -0.7, -3.7], "point_2d": [99.6, 0.49]}]), [[2, 2, 0, -3]], [[100, 0]]),
+    # no ordering, no clipping: a swapped and an out-of-frame box are kept (-60 -> int(-59.5) = -59)
+    (_resp([_obj([9, 9, 0, 0], [4, 4]), _obj([-60, 0, 900, 39], [10, 10])]), [[9, 9, 0, 0], [-59, 0, 900, 39]],
+     [[4, 4], [10, 10]]),
+    # True * x_factor = 1.0, False -> 0
+    (_resp([{"bbox_2d": [True, False, 9, 9], "point_2d": [True, 4]}]), [[1, 0, 9, 9]], [[1, 4]]),
+    # item['bbox_2d'][0..3] / ['point_2d'][0..1]: extra numbers ignored (5-number box, 3-number point)
+    (_resp([{"bbox_2d": [0, 0, 9, 9, 77], "point_2d": [4, 4, 1]}]), [[0, 0, 9, 9]], [[4, 4]]),
+    # the points comprehension fails after the boxes were assigned: boxes stay, no points
+    (_resp([{"bbox_2d": [0, 0, 9, 9]}]), [[0, 0, 9, 9]], []),
+    (_resp([{"bbox_2d": [0, 0, 9, 9], "point_2d": [4]}]), [[0, 0, 9, 9]], []),  # point_2d[1]: IndexError
+    (_resp([{"point_2d": [4, 4]}]), [], []),  # KeyError 'bbox_2d'
+    ("<answer>[{\"bbox_2d\": [0, 0, 9, NaN], \"point_2d\": [4, 4]}]</answer>", [], []),  # int(nan): ValueError
+    ("<answer>[{\"bbox_2d\": [0, 0, 9, Infinity], \"point_2d\": [4, 4]}]</answer>", [], []),  # int(inf): OverflowError
+    (_resp([{"bbox_2d": [0, 0, 9, None], "point_2d": [4, 4]}]), [], []),  # None * float: TypeError
+    (_resp([{"bbox_2d": [0, 0, 9, "9"], "point_2d": [4, 4]}]), [], []),  # "9" * float: TypeError
+    (_resp({}), [], []),  # iterating an empty dict: no items, no error
+    (_resp([_obj([0, 0, 1, 1], [0, 0])] * 130), [[0, 0, 1, 1]] * 130, [[0, 0]] * 130),  # no object limit
+]
+
+
+@pytest.mark.parametrize("response,boxes,points", PUBLIC_READ_CASES)
+def test_public_reader(response, boxes, points):
+    """visurf_model.py extract_bbox_points_think lines 129-150 (see each case's comment)."""
+    a = _vr(response)
+    assert a.boxes.tolist() == boxes and a.points.tolist() == points
+    assert a.has_boxes == bool(boxes)
+    assert len(a.loose_points) == 0  # no point-only extension under the public reader
+
+
+def test_public_reader_first_block_equals_the_public_regex():
+    """answers.first_answer_block (str.find) = visurf_model.py line 129's re.search(...).group(1)."""
+    import random
+    import re
+
+    from verl_ext.eval_protocols.answers import first_answer_block
+
+    rx = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
+    rng = random.Random(0)
+    parts = ["<answer>", "</answer>", " ", "\n", "\u00a0", "x", "[]", "<answer", "answer>", "\t"]
+    for _ in range(3000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 9)))
+        m = rx.search(text)
+        assert first_answer_block(text) == (m.group(1) if m else None), text
+
+
+def test_public_reader_is_linear_on_pathological_text():
+    """The public regex backtracks quadratically on a long whitespace run; the preset's reader does not."""
+    import time
+
+    text = "<answer>" + " " * 200_000 + "x"
+    t0 = time.perf_counter()
+    assert not _vr(text).has_boxes
+    assert time.perf_counter() - t0 < 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# The five undocumented differences of the default preset (issue 19), one record each, scored by
+# both presets: the preset gives the public value, the project preset its own.
+# --------------------------------------------------------------------------------------------
+def _score(record, protocol):
+    return S.score_record(record, protocol)
+
+
+def test_difference_20000_character_cut():
+    """Public: no cut (visurf_model.py line 129 searches the whole output). Project: cut at 20,000."""
+    rec = _line("c", "grefcoco", [_obj(B10)], "<think>" + LONG + "</think>" + _resp([_obj(B10)])[len("<think>t</think>"):])
+    assert _score(rec, VR).iou == 1.0 and _score(rec, VR).correct  # I = U = 100; compute_bbox_iou 1.0 > 0.5
+    assert _score(rec, PROJECT).iou == 0.0 and not _score(rec, PROJECT).correct
+
+
+def test_difference_swapped_corners():
+    """compute_bbox_iou([9,9,0,0], [0,0,9,9]) (evaluation_segmentation.py 41-62): intersection
+    max(0, 0-9) * max(0, 0-9) = 0, union 81 + 81 -> IoU 0; merge_bboxes gives the same box: a miss.
+    The project preset orders the corners (IoU 1, a hit)."""
+    rec = _line("s", "grefcoco", [_obj(B10)], _resp([_obj([9, 9, 0, 0], [4, 4])]))
+    assert G.box_iou([[9, 9, 0, 0]], [[0, 0, 9, 9]])[0, 0] == 0.0
+    assert not _score(rec, VR).correct
+    assert _score(rec, PROJECT).correct
+
+
+def test_difference_out_of_frame_box():
+    """-60 is read as int(-60 + 0.5) = -59 (visurf_model.py 140); compute_bbox_iou([-59,0,39,39],
+    [0,0,39,39]): I = 39*39 = 1521, areas 98*39 = 3822 and 1521, U = 3822 -> 0.398: a miss. The
+    project preset clips to [0, 840] first: IoU 1, a hit."""
+    rec = _line("o", "grefcoco", [_obj([0, 0, 39, 39])], _resp([_obj([-60, 0, 39, 39], [10, 10])]))
+    assert _vr(rec["response"]).boxes.tolist() == [[-59, 0, 39, 39]]
+    assert G.box_iou([[-59, 0, 39, 39]], [[0, 0, 39, 39]])[0, 0] == approx(1521 / 3822)
+    assert not _score(rec, VR).correct
+    assert _score(rec, PROJECT).correct
+
+
+def test_difference_boolean_coordinates():
+    """[true, 0, 9, 9] is read as [1, 0, 9, 9] (True * x_factor, visurf_model.py 140): BboxAcc IoU
+    (9-1)*9 / 81 = 72/81 > 0.5, a hit; raster I = 90 (x 1..9, y 0..9), U = 100, IoU 0.9. On a
+    non-object sample the same answer names a box: non_object = 0, gIoU 0. The project preset
+    rejects booleans: no box (a miss, IoU 0; on the non-object sample "no target", IoU 1)."""
+    box = [{"bbox_2d": [True, 0, 9, 9], "point_2d": [4, 4]}]
+    rec = _line("b", "grefcoco", [_obj(B10)], _resp(box))
+    vr = _score(rec, VR)
+    assert vr.correct and vr.iou == approx(0.9)
+    assert not _score(rec, PROJECT).correct and _score(rec, PROJECT).iou == 0.0
+    empty = _line("b0", "grefcoco", [], _resp(box))
+    assert _score(empty, VR).iou == 0.0 and not _score(empty, VR).sample.no_target
+    assert _score(empty, PROJECT).iou == 1.0
+
+
+def test_difference_three_number_points():
+    """A 3-number point_2d is read as its first two numbers (visurf_model.py 145-148); evaluation_gui.py
+    123-126 then clicks it: (2, 2) is inside [0, 0, 4, 4]: a hit. The project preset rejects the point,
+    so the box centre (10, 10) is clicked: a miss."""
+    rec = _line("p", "omniact", [_obj([0, 0, 4, 4], [2, 2])], _resp([{"bbox_2d": [0, 0, 20, 20], "point_2d": [2, 2, 9]}]))
+    assert _score(rec, VR).correct
+    assert not _score(rec, PROJECT).correct
+
+
+def test_difference_gui_point_rounding():
+    """The public point is int(99.6 + 0.5) = 100 (visurf_model.py 146), inside b_x1 = 100
+    (evaluation_gui.py 133): a hit. The project preset keeps 99.6 < 100: a miss."""
+    rec = _line("r", "omniact", [_obj([100, 0, 200, 100], [150, 50])],
+                _resp([{"bbox_2d": [100, 0, 200, 100], "point_2d": [99.6, 50]}]))
+    assert _score(rec, VR).correct
+    assert not _score(rec, PROJECT).correct
+
+
+def test_boxes_without_points_make_no_mask():
+    """generate_masks (visurf_model.py 233-239): boxes without points are predicted but never OR-ed
+    in, so the mask is empty: grounding I = 0, U = 100 (IoU 0) while BboxAcc still uses the boxes
+    (hit); on a non-object sample compute_iou returns (0, 0) and non_object = 0 (IoU 0); anomaly_pred
+    = 0 ("normal", evaluation_anomaly.py 148)."""
+    rec = _line("n", "grefcoco", [_obj(B10)], _resp([{"bbox_2d": B10}]))
+    s = _score(rec, VR)
+    assert (s.sample.intersection, s.sample.union, s.iou, s.correct) == (0, 100, 0.0, True)
+    assert _score(rec, PROJECT).iou == 1.0
+    s = _score(_line("n0", "grefcoco", [], _resp([{"bbox_2d": B10}])), VR)
+    assert (s.sample.intersection, s.sample.union, s.iou, s.correct) == (0, 0, 0.0, False)
+    a = _score(_line("a", "realiad", [_obj(B10)], _resp([{"bbox_2d": B10}])), VR)
+    assert a.anomaly_score == 0 and not a.correct
+    assert _score(_line("a", "realiad", [_obj(B10)], _resp([{"bbox_2d": B10}])), PROJECT).anomaly_score == 1
+
+
+def test_point_only_gui_answer_is_a_miss():
+    """evaluation_gui.py: a point-only answer gives no boxes (KeyError 'bbox_2d'), no points, no centres."""
+    rec = _line("g", "omniact", [_obj([100, 0, 200, 100], [150, 50])], _resp([{"point_2d": [150, 50]}]))
+    assert not _score(rec, VR).correct
+    assert _score(rec, PROJECT).correct  # the project's point-only extension
+
+
+def test_object_limit():
+    """No object limit in the public reader: the 121st box (IoU 1) is a hit (process_batch 187-190);
+    the project reader keeps 120 tiny boxes (merged [0,0,1,1]: a miss)."""
+    answer = [_obj([0, 0, 1, 1], [0, 0])] * 120 + [_obj([100, 100, 199, 199], [150, 150])]
+    rec = _line("m", "grefcoco", [_obj([100, 100, 199, 199])], _resp(answer))
+    s = _score(rec, VR)
+    assert s.correct and (s.sample.intersection, s.sample.union) == (10_000, 10_004)
+    assert not _score(rec, PROJECT).correct
+
+
+def test_public_think_length():
+    """calculate_*.py: mean len(think.split()) over items with a non-empty think; visurf_model.py
+    returns the whole output as think (line 161, 195). Project: words inside <think>, every response."""
+    recs = [_line("1", "grefcoco", [], "<think>a b</think><answer>[]</answer> c"), _line("2", "grefcoco", [], "")]
+    assert S.score_all(recs, VR)[0]["grefcoco"]["think_len"] == 3.0  # "" is left out
+    assert S.score_all(recs, PROJECT)[0]["grefcoco"]["think_len"] == 1.0  # (2 + 0) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# The metric arithmetic under the preset, on one mixed set (grounding, anomaly, GUI, math)
+# --------------------------------------------------------------------------------------------
+G40 = [0, 0, 39, 39]
+MIXED = [
+    # grefcoco: (I, U, IoU, bbox hit, non_object, non_object_GT) under the public pipeline
+    _line("g1", "grefcoco", [_obj(B10)], _resp([_obj(B10)])),  # 100, 100, 1, hit
+    _line("g2", "grefcoco", [_obj(B10)], "<think>" + LONG + "</think><answer>" + json.dumps([_obj(B10)]) + "</answer>"),
+    # ^ 100, 100, 1, hit (no cut)
+    _line("g3", "grefcoco", [_obj(B10)], "<think>t</think><answer>" + json.dumps([_obj([20, 20, 29, 29])])
+          + "</answer><answer>" + json.dumps([_obj(B10)]) + "</answer>"),  # first block: 0, 200, 0, miss
+    _line("g4", "grefcoco", [_obj(B10)], _resp([_obj([9, 9, 0, 0], [4, 4])])),  # raster 100, 100, 1; bbox IoU 0: miss
+    _line("g5", "grefcoco", [_obj(G40)], _resp([_obj([-60, 0, 39, 39], [10, 10])])),  # 1600, 1600, 1; 0.398: miss
+    _line("g6", "grefcoco", [_obj(B10)], _resp([{"bbox_2d": [True, 0, 9, 9], "point_2d": [4, 4]}])),  # 90, 100, .9, hit
+    _line("g7", "grefcoco", [_obj(B10)], _resp([{"bbox_2d": [0, 0, 9, 9, 5], "point_2d": [4, 4]}])),  # 100, 100, 1, hit
+    _line("g8", "grefcoco", [_obj(B10)], _resp([{"bbox_2d": B10}])),  # no points, no mask: 0, 100, 0; hit
+    _line("g9", "grefcoco", [], _resp([])),  # 0, 0, non_object 1 -> IoU 1; hit
+    _line("g10", "grefcoco", [], "<think>t</think><answer>none</answer>"),  # json fails: as g9
+    _line("g11", "grefcoco", [], _resp([{"bbox_2d": B10}])),  # boxes, empty mask: 0, 0, IoU 0, non_object 0; miss
+    _line("g12", "grefcoco", [], _resp([{"bbox_2d": [False, False, True, True], "point_2d": [0, 0]}])),
+    # ^ box [0,0,1,1]: 0, 4, IoU 0, non_object 0; miss
+    _line("g13", "grefcoco", [_obj([100, 100, 199, 199])],
+          _resp([_obj([0, 0, 1, 1], [0, 0])] * 120 + [_obj([100, 100, 199, 199], [150, 150])])),
+    # ^ 10000, 10004 (4 px of the tiny boxes), hit
+    # realiad: anomaly_pred > 0 iff a mask (boxes with points); label = GT has boxes
+    _line("a1", "realiad", [_obj(B10)], _resp([_obj(B10)])),  # pred 1, label 1
+    _line("a2", "realiad", [_obj(B10)], _resp([{"bbox_2d": B10}])),  # no points, no mask: pred 0, label 1
+    _line("a3", "realiad", [], _resp([])),  # pred 0, label 0
+    _line("a4", "realiad", [], _resp([{"bbox_2d": [True, 0, 9, 9], "point_2d": [1, 1]}])),  # pred 1, label 0
+    _line("a5", "realiad", [_obj(B10)], "<think>" + LONG + "</think><answer>" + json.dumps([_obj(B10)]) + "</answer>"),
+    # ^ pred 1, label 1
+    # omniact: GT element box [100, 0, 200, 100] (u5: [0, 0, 5, 5])
+    _line("u1", "omniact", [_obj([100, 0, 200, 100], [150, 50])],
+          _resp([{"bbox_2d": [100, 0, 200, 100], "point_2d": [99.6, 50]}])),  # point (100, 50): hit
+    _line("u2", "omniact", [_obj([100, 0, 200, 100], [150, 50])], _resp([{"point_2d": [150, 50]}])),  # nothing: miss
+    _line("u3", "omniact", [_obj([100, 0, 200, 100], [150, 50])],
+          _resp([{"bbox_2d": [0, 0, 300, 300], "point_2d": [150, 50, 1]}])),  # point (150, 50): hit
+    _line("u4", "omniact", [_obj([100, 0, 200, 100], [150, 50])], _resp([{"bbox_2d": [100, 0, 201, 100]}])),
+    # ^ centre [int(150.5), 50] = [150, 50]: hit
+    _line("u5", "omniact", [_obj([0, 0, 5, 5], [2, 2])], _resp([{"bbox_2d": [10, 10, 20, 20], "point_2d": [True, True]}])),
+    # ^ point (1, 1): hit
+    # mathvista: the last \boxed{} of the whole response; verify(parse(pred), parse(gt))
+    _line("m1", "mathvista", "3", "<think>t</think>\\boxed{3}"),  # correct
+    _line("m2", "mathvista", "3", "<think>t</think><answer>3</answer>"),  # no \boxed: "" -> wrong
+    _line("m3", "mathvista", "B", "<think>t</think>\\boxed{B}", choices=["12", "15", "20"]),  # choices[1] = 15: correct
+    _line("m4", "mathvista", "7", "<think>" + LONG + "</think>\\boxed{7}"),  # no cut: correct
+]
+# hand-computed public values (the per-record comments above)
+PUBLIC_MIXED = {
+    "grefcoco": {
+        "gIoU": (1 + 1 + 0 + 1 + 1 + 0.9 + 1 + 0 + 1 + 1 + 0 + 0 + 10_000 / 10_004) / 13,
+        "cIoU": (100 + 100 + 0 + 100 + 1600 + 90 + 100 + 0 + 0 + 0 + 0 + 0 + 10_000)
+                / (100 + 100 + 200 + 100 + 1600 + 100 + 100 + 100 + 0 + 0 + 0 + 4 + 10_004),
+        "BboxAcc": 8 / 13,  # g1 g2 g6 g7 g8 g9 g10 g13
+        "N-Acc": 2 / 4,  # g9 g10 of g9..g12
+    },
+    # labels [1, 1, 0, 0, 1], preds [1, 0, 0, 1, 1]: Acc 3/5; TPR 2/3, FPR 1/2: AUC (1 + 2/3 - 1/2) / 2
+    "realiad": {"Acc": 3 / 5, "AUC": 7 / 12},
+    "omniact": {"Acc": 4 / 5},  # u1 u3 u4 u5
+    "mathvista": {"Acc": 3 / 4},  # m1 m3 m4
+}
+
+
+def test_preset_metrics_equal_the_public_arithmetic_by_hand():
+    """Each metric of the mixed set under --protocol visionreasoner = the hand-computed public value."""
+    m, _ = S.score_all(MIXED, VR)
+    for ds, expected in PUBLIC_MIXED.items():
+        for key, value in expected.items():
+            assert m[ds][key] == approx(value), (ds, key)
+
+
+def test_preset_metrics_equal_the_transcribed_public_scripts():
+    """The preset = the test-only transcription of the public scripts (`_public_metrics`) on the mixed set."""
+    m, _ = S.score_all(MIXED, VR)
+    public = _public_metrics(MIXED)
+    for ds, values in public.items():
+        for key, value in values.items():
+            assert m[ds][key] == approx(value), (ds, key)
+    assert public == {ds: {k: approx(v) for k, v in vals.items()} for ds, vals in PUBLIC_MIXED.items()}
+
+
+def test_preset_through_the_cli(tmp_path):
+    """`--protocol visionreasoner` names its preset in report.md, metrics.json and stdout; a single
+    flag on top makes it `custom`."""
+    m, report = _run(tmp_path, MIXED, "--protocol", "visionreasoner")
+    assert m["omniact"]["Acc"] == approx(4 / 5) and m["grefcoco"]["N-Acc"] == approx(0.5)
+    assert m[E.PROTOCOL_KEY]["options"]["preset"] == "visionreasoner"
+    assert "preset `visionreasoner` (answer reader `visionreasoner`" in report and "math `visionreasoner`" in report
+    m, report = _run(tmp_path, MIXED, "--protocol", "visionreasoner", "--non-object-rule", "strict")
+    assert m[E.PROTOCOL_KEY]["options"]["preset"] == "custom" and "preset `custom`" in report
+    m, report = _run(tmp_path, MIXED)
+    assert m[E.PROTOCOL_KEY]["options"]["preset"] == "project" and "preset `project`" in report
+
+
+# --------------------------------------------------------------------------------------------
+# Where the public scripts crash or print a meaningless value: what the preset reports instead
+# --------------------------------------------------------------------------------------------
+def test_preset_undefined_values():
+    """calculate_iou_with_bbox_nonobj.py prints cIoU 0 for Σ union = 0 (line 79) and N-Acc 0 without
+    non-object samples (line 87); calculate_acc_auc.py crashes on one class (line 75 formats None).
+    The preset reports cIoU null + a note, leaves N-Acc out, and AUC null + a note (Acc kept)."""
+    m, _ = S.score_all([_line("e", "grefcoco", [], _resp([]))], VR)
+    assert m["grefcoco"]["cIoU"] is None and any("Σ union = 0" in n for n in m["grefcoco"]["notes"])
+    m, _ = S.score_all([_line("t", "grefcoco", [_obj(B10)], _resp([_obj(B10)]))], VR)
+    assert "N-Acc" not in m["grefcoco"]
+    m, _ = S.score_all([_line("a", "realiad", [], _resp([]))], VR)
+    assert m["realiad"]["Acc"] == 1.0 and m["realiad"]["AUC"] is None and m["realiad"]["notes"]
+
+
+# --------------------------------------------------------------------------------------------
+# Test-only transcription of the public scripts (regex, json.loads, plain lists; stand-in masks:
+# the box raster on the 840 frame, ordered and clipped, as the preset's report states)
+# --------------------------------------------------------------------------------------------
+def _public_extract(output_text: str):
+    """visurf_model.py extract_bbox_points_think lines 129-150, x_factor = y_factor = 1.0."""
+    import re
+
+    m = re.search(r"<answer>\s*(.*?)\s*</answer>", output_text, re.DOTALL)
+    bboxes, points = [], []
+    if m:
+        try:
+            data = json.loads(m.group(1))
+            bboxes = [[int(it["bbox_2d"][0] * 1.0 + 0.5), int(it["bbox_2d"][1] * 1.0 + 0.5),
+                       int(it["bbox_2d"][2] * 1.0 + 0.5), int(it["bbox_2d"][3] * 1.0 + 0.5)] for it in data]
+            points = [[int(it["point_2d"][0] * 1.0 + 0.5), int(it["point_2d"][1] * 1.0 + 0.5)] for it in data]
+        except Exception:  # noqa: BLE001 — line 149
+            pass
+    return bboxes, points
+
+
+def _stand_in_mask(bboxes) -> np.ndarray:
+    mask = np.zeros((840, 840), dtype=bool)
+    for x1, y1, x2, y2 in bboxes:
+        xa, xb = max(0, min(x1, x2)), min(840, max(x1, x2) + 1)
+        ya, yb = max(0, min(y1, y2)), min(840, max(y1, y2) + 1)
+        if xb > xa and yb > ya:
+            mask[ya:yb, xa:xb] = True
+    return mask
+
+
+def _public_masks(bboxes, points) -> np.ndarray:
+    """generate_masks lines 214-241 with the stand-in mask per box."""
+    if not bboxes or (points and len(points) != len(bboxes)) or not points:
+        return np.zeros((840, 840), dtype=bool)
+    return _stand_in_mask(bboxes)
+
+
+def _bbox_iou(b1, b2):
+    """evaluation_segmentation.py compute_bbox_iou lines 41-62."""
+    inter = max(0, min(b1[2], b2[2]) - max(b1[0], b2[0])) * max(0, min(b1[3], b2[3]) - max(b1[1], b2[1]))
+    union = (b1[2] - b1[0]) * (b1[3] - b1[1]) + (b2[2] - b2[0]) * (b2[3] - b2[1]) - inter
+    return 0 if union == 0 else inter / union
+
+
+def _public_metrics(records) -> dict:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, StringExtractionConfig, parse, verify
+
+    seg, anomaly, gui, math_items = [], [], [], []
+    for r in records:
+        label = json.loads(r["ground_truth"]) if r["data_source"] != "mathvista" else None
+        if r["data_source"] == "grefcoco":  # evaluation_segmentation.py process_batch 157-208
+            bboxes, points = _public_extract(r["response"])
+            pred, gt = _public_masks(bboxes, points), _stand_in_mask([o["bbox_2d"] for o in label])
+            inter, union = int((pred & gt).sum()), int((pred | gt).sum())
+            if union == 0:
+                inter = 0
+            ys, xs = np.where(gt)
+            gt_bbox = [] if not gt.any() else [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]  # get_bbox
+            bbox_iou = 0.0
+            if gt_bbox == []:
+                bbox_iou = 1.0 if len(bboxes) == 0 else 0.0
+            else:
+                if any(_bbox_iou(b, gt_bbox) > 0.5 for b in bboxes):
+                    bbox_iou = 1.0
+                if bboxes:
+                    merged = [min(b[0] for b in bboxes), min(b[1] for b in bboxes),
+                              max(b[2] for b in bboxes), max(b[3] for b in bboxes)]
+                    if _bbox_iou(merged, gt_bbox) > 0.5:
+                        bbox_iou = 1.0
+            seg.append({"intersection": inter, "union": union, "bbox_iou": bbox_iou,
+                        "non_object": int(gt.sum() == 0 and len(bboxes) == 0), "non_object_GT": int(gt.sum() == 0)})
+        elif r["data_source"] == "realiad":  # evaluation_anomaly.py 148-149
+            bboxes, points = _public_extract(r["response"])
+            anomaly.append((float(_public_masks(bboxes, points).sum() / (840 * 840)), int(len(label) > 0)))
+        elif r["data_source"] == "omniact":  # evaluation_gui.py 123-135
+            bboxes, points = _public_extract(r["response"])
+            if len(points) == 0:
+                points = [[int((b[0] + b[2]) / 2), int((b[1] + b[3]) / 2)] for b in bboxes]
+            b_x1, b_y1, b_x2, b_y2 = label[0]["bbox_2d"]
+            gui.append(1.0 if any(b_x1 <= p[0] <= b_x2 and b_y1 <= p[1] <= b_y2 for p in points) else 0.0)
+        else:  # extract_math_answer (+ mathruler extract_boxed_content), evaluation_math.py 93
+            text = r["response"]
+            answer = ""
+            if re.search(r"\\boxed{(.*?)}", text, re.DOTALL):
+                start, depth, answer = text.rfind("\\boxed{") + len("\\boxed{"), 0, "None"
+                for i in range(start, len(text)):
+                    depth += {"{": 1, "}": -1}.get(text[i], 0)
+                    if depth == -1:
+                        answer = text[start:i].strip()
+                        break
+            choices = r.get("choices")
+            try:
+                prediction = choices[ord(answer.strip().lower()[0]) - ord("a")] if choices is not None else answer
+            except Exception:  # noqa: BLE001 — line 98
+                prediction = ""
+            gt = choices[ord(r["ground_truth"]) - ord("A")] if choices else r["ground_truth"]  # the dataset's answer text
+            math_items.append((prediction, gt))
+    # calculate_iou_with_bbox_nonobj.py
+    ious = [1.0 if it["non_object"] == 1 else (it["intersection"] / it["union"] if it["union"] > 0 else 0)
+            for it in seg]
+    total_u = sum(it["union"] for it in seg)
+    out = {"grefcoco": {"gIoU": float(np.mean(ious)),
+                        "cIoU": sum(it["intersection"] for it in seg) / total_u if total_u > 0 else 0,
+                        "BboxAcc": sum(it["bbox_iou"] for it in seg) / len(seg),
+                        "N-Acc": sum(it["non_object"] for it in seg) / sum(it["non_object_GT"] for it in seg)}}
+    # calculate_acc_auc.py 42, 46, 65
+    from sklearn.metrics import roc_auc_score
+
+    out["realiad"] = {"Acc": sum(int(p > 0) == y for p, y in anomaly) / len(anomaly),
+                      "AUC": float(roc_auc_score([y for _, y in anomaly], [float(p) > 0 for p, _ in anomaly]))}
+    out["omniact"] = {"Acc": sum(a >= 1 for a in gui) / len(gui)}  # calculate_gui_acc.py 37
+    out["mathvista"] = {"Acc": sum(  # calculate_math_acc.py 70, 79-83
+        1.0 if verify(parse(f"${p}$", extraction_config=[StringExtractionConfig(), LatexExtractionConfig(),
+                                                         ExprExtractionConfig()]), parse(f"${g}$")) else 0.0
+        for p, g in math_items) / len(math_items)}
+    return out

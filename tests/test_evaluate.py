@@ -371,4 +371,8 @@ def test_eval_protocol_rejects_unknown_rules():
         E.EvalProtocol(math="gpt4")
     with pytest.raises(ValueError, match="unknown non_object rule"):
         E.EvalProtocol(non_object="lenient")
-    assert set(E.EvalProtocol().describe()) == {"non_object", "BboxAcc", "gui", "anomaly", "math"}
+    with pytest.raises(ValueError, match="unknown reader rule"):
+        E.EvalProtocol(reader="regex")
+    with pytest.raises(ValueError, match="unknown protocol preset"):
+        E.preset("paper")
+    assert set(E.EvalProtocol().describe()) == {"reader", "non_object", "BboxAcc", "gui", "anomaly", "math"}

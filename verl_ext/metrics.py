@@ -37,9 +37,10 @@ FRACTION_KEYS = ("gIoU", "cIoU", "N-Acc", "T-Acc", "BboxAcc", "Acc", "AUC", "for
 # --------------------------------------------------------------------------------------------
 # Geometry
 # --------------------------------------------------------------------------------------------
-def as_boxes(boxes) -> np.ndarray:
-    """``(N, 4)`` float array of ordered, finite boxes (x1 <= x2, y1 <= y2); at most MAX_OBJECTS."""
-    arr = np.asarray(boxes if boxes is not None else [], dtype=np.float64).reshape(-1, 4)[:MAX_OBJECTS]
+def as_boxes(boxes, limit: int | None = MAX_OBJECTS) -> np.ndarray:
+    """``(N, 4)`` float array of ordered, finite boxes (x1 <= x2, y1 <= y2); at most ``limit``
+    (None: all, as the public reader, which has no object limit)."""
+    arr = np.asarray(boxes if boxes is not None else [], dtype=np.float64).reshape(-1, 4)[:limit]
     arr = arr[np.isfinite(arr).all(axis=1)]
     return np.stack(
         [
@@ -52,15 +53,16 @@ def as_boxes(boxes) -> np.ndarray:
     )
 
 
-def rasterize_boxes(boxes, height: int = FRAME, width: int = FRAME, frame: int = FRAME) -> np.ndarray:
+def rasterize_boxes(boxes, height: int = FRAME, width: int = FRAME, frame: int = FRAME,
+                    limit: int | None = MAX_OBJECTS) -> np.ndarray:
     """Boolean ``(height, width)`` mask of the union of ``boxes`` given in the ``frame`` frame.
 
     Boxes are inclusive pixel boxes (``verl_ext.constants``): ``[x1, y1, x2, y2]`` covers frame
     pixels x1..x2 and y1..y2, i.e. the area ``[x1, x2 + 1) x [y1, y2 + 1)``, scaled to the mask.
     Vectorised with a 2-D difference array (four scatter-adds per box, two cumulative sums),
-    so the cost is O(height * width) whatever the number of boxes.
+    so the cost is O(height * width) whatever the number of boxes. ``limit``: as ``as_boxes``.
     """
-    b = as_boxes(boxes)
+    b = as_boxes(boxes, limit)
     if len(b) == 0:
         return np.zeros((height, width), dtype=bool)
     sx, sy = width / frame, height / frame
@@ -87,18 +89,19 @@ def mask_intersection_union(pred_mask: np.ndarray, gt_mask: np.ndarray) -> tuple
 
 
 def intersection_union(pred_boxes, gt_boxes=None, gt_mask: np.ndarray | None = None,
-                       pred_mask: np.ndarray | None = None) -> tuple[int, int]:
+                       pred_mask: np.ndarray | None = None, limit: int | None = MAX_OBJECTS) -> tuple[int, int]:
     """Per-sample (intersection, union).
 
     Without ``gt_mask``: union of predicted boxes vs union of GT boxes, rasterised on the frame.
     With ``gt_mask`` (H x W): against the mask; the prediction is ``pred_mask`` when a segmenter
-    produced one, else the predicted boxes rasterised at H x W.
+    produced one, else the predicted boxes rasterised at H x W. ``limit``: the most predicted
+    boxes rasterised (``as_boxes``).
     """
     if gt_mask is None:
-        return mask_intersection_union(rasterize_boxes(pred_boxes), rasterize_boxes(gt_boxes))
+        return mask_intersection_union(rasterize_boxes(pred_boxes, limit=limit), rasterize_boxes(gt_boxes))
     gt_mask = np.asarray(gt_mask, dtype=bool)
     if pred_mask is None:
-        pred_mask = rasterize_boxes(pred_boxes, height=gt_mask.shape[0], width=gt_mask.shape[1])
+        pred_mask = rasterize_boxes(pred_boxes, height=gt_mask.shape[0], width=gt_mask.shape[1], limit=limit)
     return mask_intersection_union(pred_mask, gt_mask)
 
 
@@ -120,10 +123,14 @@ class TextStats:
     think_words: list[int] = field(default_factory=list)
     resp_tokens: list[int] = field(default_factory=list)
 
-    def add(self, format_valid: bool, response: str, think: str | None, n_tokens: int | None = None) -> None:
+    def add(self, format_valid: bool, response: str, think: str | None, n_tokens: int | None = None,
+            count_think: bool = True) -> None:
+        """One response. ``count_think=False`` leaves it out of ``think_len`` (the public scripts
+        average think length only over items whose ``think`` is non-empty)."""
         self.format_valid.append(bool(format_valid))
         self.resp_words.append(len(response.split()))
-        self.think_words.append(len(think.split()) if think else 0)
+        if count_think:
+            self.think_words.append(len(think.split()) if think else 0)
         if n_tokens is not None:
             self.resp_tokens.append(int(n_tokens))
 
@@ -133,7 +140,7 @@ class TextStats:
         out = {
             "format": float(np.mean(self.format_valid)),
             "resp_len": float(np.mean(self.resp_words)),
-            "think_len": float(np.mean(self.think_words)),
+            "think_len": float(np.mean(self.think_words)) if self.think_words else None,
         }
         if self.resp_tokens and len(self.resp_tokens) == len(self.format_valid):
             out["resp_tokens"] = float(np.mean(self.resp_tokens))

@@ -21,13 +21,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from verl_ext import metrics as M
-from verl_ext.constants import FRAME, task_of
+from verl_ext.constants import FRAME, MAX_OBJECTS, task_of
 from verl_ext.eval_protocols import EvalProtocol
 from verl_ext.eval_protocols import anomaly as anomaly_protocol
 from verl_ext.eval_protocols import grounding as grounding_protocol
 from verl_ext.eval_protocols import gui as gui_protocol
 from verl_ext.eval_protocols import math as math_protocol
-from verl_ext.eval_protocols.answers import ObjectAnswer, read_objects, says_no_target
+from verl_ext.eval_protocols.answers import ObjectAnswer, read_objects, read_public, says_no_target
 
 logger = logging.getLogger("visurf.evaluate")
 
@@ -43,9 +43,10 @@ class Parsed:
 
     format_valid: bool  # thinking format matched and the answer is well-formed for the task
     answer_valid: bool  # there is an <answer> that parses for the task (JSON list / non-empty text)
-    think: str  # text inside <think>…</think>, "" when absent
+    think: str  # project reader: text inside <think>…</think> ("" when absent); public reader: the response
     answer: str | None  # object tasks: the <answer> text; math: the answer the math protocol read
-    objects: ObjectAnswer = field(default_factory=ObjectAnswer)  # boxes / points as the public reader sees them
+    objects: ObjectAnswer = field(default_factory=ObjectAnswer)  # boxes / points as the run's reader sees them
+    count_think: bool = True  # counted in think_len (public reader: only non-empty responses)
 
     @property
     def boxes(self) -> np.ndarray:
@@ -56,29 +57,38 @@ class Parsed:
         return self.objects.points if len(self.objects.points) else self.objects.loose_points
 
 
-def parse_response(response: str, task: str, math: str = "mathverify") -> Parsed:
-    """Read a response through ``verl_ext.rewards.parsing``.
+def parse_response(response: str, task: str, math: str = "mathverify", reader: str = "project") -> Parsed:
+    """Read a response through ``verl_ext.rewards.parsing`` (format, the project reader) and,
+    under ``reader="visionreasoner"``, the public reader ``eval_protocols.answers.read_public``.
 
-    ``format_valid``: the thinking format holds and the answer is well formed for the task (box
-    tasks: every object carries a valid ``bbox_2d`` and ``point_2d``, ``[]`` is well formed; gui:
-    at least one object, a valid ``point_2d`` in each; math: a non-empty answer under the math
-    protocol ``math``). Boxes / points: ``eval_protocols.answers.read_objects``.
+    ``format_valid`` (ours, either reader): the thinking format holds and the answer is well
+    formed for the task (box tasks: every object carries a valid ``bbox_2d`` and ``point_2d``,
+    ``[]`` is well formed; gui: at least one object, a valid ``point_2d`` in each; math: a
+    non-empty answer under the math protocol ``math``). Boxes / points: ``answers.read_objects``
+    (``project``) or ``answers.read_public`` (``visionreasoner``, on the uncut response). Think
+    text: inside ``<think>`` (``project``); the whole response, counted when non-empty
+    (``visionreasoner``: ``visurf_model.py`` returns the output text as ``thinking``, line 161 /
+    195, and ``calculate_*.py`` average ``len(think.split())`` over items with a non-empty think).
+    The ``visionreasoner`` math protocol reads the uncut response under either reader.
     """
     from verl_ext.rewards import parsing
 
     r = parsing.parse_response(response)
-    think = _think_text(r.text)
+    public = reader == "visionreasoner"
+    think, count_think = (response, bool(response)) if public else (_think_text(r.text), True)
     if task == "math":
-        answer = math_protocol.extract_answer(r.text, math)
+        answer = math_protocol.extract_answer(response if math == "visionreasoner" else r.text, math)
         ok = bool(answer and answer.strip())
-        return Parsed(format_valid=r.think_format and ok, answer_valid=ok, think=think, answer=answer)
+        return Parsed(format_valid=r.think_format and ok, answer_valid=ok, think=think, answer=answer,
+                      count_think=count_think)
     objs = parsing.parse_objects(r.answer)
     if task == "gui":
         well_formed = objs.valid and len(objs) > 0 and bool(objs.point_valid.all())
     else:
         well_formed = objs.valid and not objs.reasons
     return Parsed(format_valid=r.think_format and well_formed, answer_valid=objs.valid, think=think,
-                  answer=r.answer, objects=read_objects(objs))
+                  answer=r.answer, objects=read_public(response) if public else read_objects(objs),
+                  count_think=count_think)
 
 
 def _think_text(text: str) -> str:
@@ -125,8 +135,9 @@ class Segmenter(Protocol):
 
 class Sam2Segmenter:
     """SAM2 prompted with each predicted box (+ its point), masks OR-ed, as in VisionReasoner
-    (``visurf_model.py`` ``generate_masks``; the public code drops every mask when the answer has
-    boxes but no points, here such boxes are prompted without a point).
+    (``visurf_model.py`` ``generate_masks``). It gets ``ObjectAnswer.mask_boxes``: under the
+    public reader boxes without points are not passed (the public code ORs no mask for them);
+    under the project reader they are prompted without a point.
 
     Optional: needs the ``sam2`` package (``pip install 'git+https://github.com/facebookresearch/sam2'``)
     and, offline, a locally cached checkpoint. Used only for samples that have a GT mask and an
@@ -150,7 +161,7 @@ class Sam2Segmenter:
     def __call__(self, image, boxes, points, shape):
         h, w = shape
         out = np.zeros((h, w), dtype=bool)
-        boxes = M.as_boxes(boxes)
+        boxes = M.as_boxes(boxes, limit=None)
         if len(boxes) == 0:
             return out
         self.predictor.set_image(np.asarray(image.convert("RGB").resize((w, h))))
@@ -222,7 +233,7 @@ class _Group:
         self.n += 1
         self.tasks.add(s.task)
         self.text.add(s.parsed.format_valid, str(s.record.get("response") or ""), s.parsed.think,
-                      s.record.get("n_tokens"))
+                      s.record.get("n_tokens"), count_think=s.parsed.count_think)
         if s.task in BOX_TASKS:
             self.grounding.append(s.sample)
             self.iou_on[s.iou_on] += 1
@@ -268,7 +279,7 @@ def score_record(record: dict, protocol: EvalProtocol | None = None, *, segmente
     """Score one prediction line (``id, data_source, ground_truth, response`` [+ extras])."""
     protocol = protocol or EvalProtocol()
     task = task_of(record["data_source"])
-    parsed = parse_response(str(record.get("response") or ""), task, protocol.math)
+    parsed = parse_response(str(record.get("response") or ""), task, protocol.math, protocol.reader)
     s = Scored(record=record, task=task, parsed=parsed)
     if task == "math":
         extra = {k: record[k] for k in math_protocol.MATH_META_KEYS if record.get(k) is not None}
@@ -292,9 +303,11 @@ def score_record(record: dict, protocol: EvalProtocol | None = None, *, segmente
         s.iou_on = "masks"
     pred_mask = None
     if gt_mask is not None and segmenter is not None and image is not None:
-        pred_mask = segmenter(image, ans.boxes, ans.points, gt_mask.shape)
+        pred_mask = segmenter(image, ans.mask_boxes, ans.points, gt_mask.shape)
         s.iou_on = f"masks ({segmenter.name})"
-    inter, union = M.intersection_union(ans.boxes, s.gt_boxes, gt_mask=gt_mask, pred_mask=pred_mask)
+    limit = None if protocol.reader == "visionreasoner" else MAX_OBJECTS  # the public reader has no limit
+    inter, union = M.intersection_union(ans.mask_boxes, s.gt_boxes, gt_mask=gt_mask, pred_mask=pred_mask,
+                                        limit=limit)
     gt_empty = len(label) == 0 if gt_mask is None else not bool(gt_mask.any())
     no_target = says_no_target(ans, protocol.non_object)
     hit_rule = (grounding_protocol.bbox_hit_public if protocol.bbox_acc == "public"

@@ -19,9 +19,13 @@ Three CLI modes (see ``recipe/visurf/EVALUATION.md``):
 
       python -m recipe.visurf.evaluate --compare eval/visurf eval/grpo eval/sft
 
-Scoring options (the defaults are the public rules; ``report.md`` and ``metrics.json`` name the
-rule of every metric): ``--non-object-rule public|strict``, ``--bbox-acc-strict``,
-``--math-protocol mathverify|mathvista|visionreasoner``, ``--segmenter none|sam2``.
+Scoring options (``report.md`` and ``metrics.json`` name the preset and the rule of every
+metric): ``--protocol project|visionreasoner`` picks a preset (``project``, the default: the
+project's answer reader with the public metric arithmetic and the training reward's math rule;
+``visionreasoner``: the public VisionReasoner evaluation end to end); ``--answer-reader
+project|visionreasoner``, ``--non-object-rule public|strict``, ``--bbox-acc-strict``,
+``--math-protocol mathverify|mathvista|visionreasoner`` override single choices of the preset;
+``--segmenter none|sam2``.
 
 Programmatic use — ``evaluate()`` takes parquet paths (or a predictions JSONL) and a model path
 and returns the report as a dict::
@@ -64,7 +68,8 @@ from recipe.visurf import eval_backends as B
 from recipe.visurf import eval_scoring as S
 from verl_ext import metrics as M
 from verl_ext.constants import FRAME, build_prompt, task_of
-from verl_ext.eval_protocols import MATH_PROTOCOLS, NON_OBJECT_RULES, EvalProtocol
+from verl_ext.eval_protocols import MATH_PROTOCOLS, NON_OBJECT_RULES, PRESETS, EvalProtocol, preset
+from verl_ext.eval_protocols.answers import ANSWER_READERS
 
 logger = logging.getLogger("visurf.evaluate")
 
@@ -177,11 +182,12 @@ def evaluate(data: Sequence[str] | None = None, model: str | None = None, out: s
              predictions: str | Path | None = None, backend: str = "hf", batch_size: int = 8,
              limit: int | None = None, max_new_tokens: int = 2048, device: str | None = None,
              tensor_parallel_size: int = 1, prompt_style: str | None = None,
-             protocol: EvalProtocol | None = None, segmenter: str | S.Segmenter | None = None,
+             protocol: EvalProtocol | str | None = None, segmenter: str | S.Segmenter | None = None,
              segmenter_model: str | None = None, group_by: Callable[[dict], str | None] | None = None,
              write: bool = True) -> dict:
     """Generate (``data`` + ``model``) or read (``predictions``) predictions, score them, write the
-    outputs into ``out`` and return the report dict (module docstring)."""
+    outputs into ``out`` and return the report dict (module docstring). ``protocol``: an
+    ``EvalProtocol`` or a preset name (``verl_ext.eval_protocols.PRESETS``); default ``project``."""
     if out is None:
         raise ValueError("evaluate() needs out= (the predictions are written there, resumably)")
     if (predictions is None) == (model is None):
@@ -190,7 +196,7 @@ def evaluate(data: Sequence[str] | None = None, model: str | None = None, out: s
         raise ValueError("evaluate(model=...) needs data=[parquet, ...]")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    protocol = protocol or EvalProtocol()
+    protocol = preset(protocol) if isinstance(protocol, str) else (protocol or EvalProtocol())
     seg = S.make_segmenter(segmenter, segmenter_model) if isinstance(segmenter, str | None) else segmenter
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +228,7 @@ def evaluate(data: Sequence[str] | None = None, model: str | None = None, out: s
 def describe_protocol(protocol: EvalProtocol, prompt_style: str | None, segmenter: S.Segmenter | None) -> dict:
     """The scoring rules of a run (``metrics.json["protocol"]``, printed in ``report.md``)."""
     return {
-        "options": {"non_object": protocol.non_object, "bbox_acc": protocol.bbox_acc, "math": protocol.math,
+        "options": {"preset": protocol.preset, **protocol.options(),
                     "prompt_style": prompt_style or "as in the parquet",
                     "segmenter": segmenter.name if segmenter else "none"},
         "rules": protocol.describe(),
@@ -271,8 +277,9 @@ def write_report(out_dir: Path, metrics: dict, source: str, protocol: dict, grou
         f"- source: `{source}`",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"- samples: {metrics.get('overall', {}).get('n', 0)}",
-        f"- protocol: non-object rule `{opts['non_object']}`, BboxAcc `{opts['bbox_acc']}`, "
-        f"math `{opts['math']}`; prompt style: {opts['prompt_style']}; segmenter: {opts['segmenter']}",
+        f"- protocol: preset `{opts.get('preset', 'custom')}` (answer reader `{opts.get('reader', 'project')}`, "
+        f"non-object rule `{opts['non_object']}`, BboxAcc `{opts['bbox_acc']}`, math `{opts['math']}`); "
+        f"prompt style: {opts['prompt_style']}; segmenter: {opts['segmenter']}",
         "",
         "Fractions in percent. gIoU = mean per-sample IoU (non-object sample: 1 iff the answer says 'no target'); "
         "cIoU = Σ intersection / Σ union; N-Acc = non-object samples answered 'no target'; T-Acc = targeted "
@@ -292,7 +299,10 @@ def write_report(out_dir: Path, metrics: dict, source: str, protocol: dict, grou
         "",
         "IoU basis (per data_source): `boxes` = union of the predicted boxes vs union of the GT boxes, rasterised "
         f"on the {FRAME}x{FRAME} frame (inclusive pixels); `masks` = predicted boxes rasterised at the GT mask's "
-        "resolution vs the GT mask; `masks (sam2)` = the segmenter's mask vs the GT mask (the public scripts' basis).",
+        "resolution vs the GT mask; `masks (sam2)` = the segmenter's mask vs the GT mask (the public scripts' basis). "
+        "Without a segmenter the raster of the boxes stands in for the public SAM2 masks"
+        + ("; as in the public SAM2 step, boxes read without points make no mask." if opts.get("reader") ==
+           "visionreasoner" else "."),
         "",
         *(iou_lines or ["- no box-scored data_source"]),
     ]
@@ -430,6 +440,9 @@ EPILOG = """examples:
   # with the prompt it was trained on and its math scoring
   python -m recipe.visurf.evaluate --model models/Visurf-7B --data data/mathvista_testmini.parquet \\
       --out eval/released --prompt-style visionreasoner --math-protocol visionreasoner
+  # the public VisionReasoner evaluation end to end (its answer reader, arithmetic and math rule)
+  python -m recipe.visurf.evaluate --model models/Visurf-7B --data data/grefcoco_val.parquet \
+      --out eval/released_public --prompt-style visionreasoner --protocol visionreasoner
   # CPU smoke test with the tiny model
   python -m verl_ext.tiny --out /tmp/tiny
   python -m data_prep.synthetic --task grounding --n 8 --seed 0 --out /tmp/g.parquet
@@ -461,14 +474,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-style", choices=tuple(PROMPT_STYLES), default=None,
                    help="rebuild every prompt in this style (verl_ext.constants.PROMPT_STYLES) from "
                         "extra_info.question (default: the parquet's prompts as data_prep wrote them)")
-    p.add_argument("--non-object-rule", choices=NON_OBJECT_RULES, default="public",
-                   help="public (default): an answer with no readable box says 'no target', as the public "
+    p.add_argument("--protocol", choices=tuple(PRESETS), default="project",
+                   help="scoring preset: project (default: the project's answer reader, the public metric "
+                        "arithmetic, the training reward's math rule) or visionreasoner (the public VisionReasoner "
+                        "evaluation: its answer reader, arithmetic and math rule; EVALUATION.md). The options "
+                        "below override single choices of the preset")
+    p.add_argument("--answer-reader", choices=ANSWER_READERS, default=None,
+                   help="how boxes / points are read: project (the training reward's parser) or visionreasoner "
+                        "(the public extract_bbox_points_think) (default: the preset's)")
+    p.add_argument("--non-object-rule", choices=NON_OBJECT_RULES, default=None,
+                   help="public (both presets): an answer with no readable box says 'no target', as the public "
                         "scripts; strict: only a well-formed [] does")
     p.add_argument("--bbox-acc-strict", action="store_true",
                    help="BboxAcc: every GT box matched one-to-one, no extra boxes (default: VisionReasoner's rule)")
-    p.add_argument("--math-protocol", choices=MATH_PROTOCOLS, default="mathverify",
-                   help="mathverify (default: the training reward's rule), mathvista (MathVista calculate_score.py), "
-                        "visionreasoner (VisionReasoner evaluation_math.py + calculate_math_acc.py)")
+    p.add_argument("--math-protocol", choices=MATH_PROTOCOLS, default=None,
+                   help="mathverify (preset project: the training reward's rule), mathvista (MathVista "
+                        "calculate_score.py), visionreasoner (preset visionreasoner: VisionReasoner "
+                        "evaluation_math.py + calculate_math_acc.py)")
     p.add_argument("--group-id-regex", default=None,
                    help="also report metrics per group: the first capture group of this regex searched in each id "
                         "(ids without a match are left out), e.g. 'grid_target-(\\w+)-'")
@@ -503,8 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--model needs --data FILE.parquet [...]")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
-    protocol = EvalProtocol(non_object=args.non_object_rule, bbox_acc="strict" if args.bbox_acc_strict else "public",
-                            math=args.math_protocol)
+    protocol = preset(args.protocol, reader=args.answer_reader, non_object=args.non_object_rule,
+                      bbox_acc="strict" if args.bbox_acc_strict else None, math=args.math_protocol)
     report = evaluate(args.data, args.model, args.out, predictions=args.predictions, backend=args.backend,
                       batch_size=args.batch_size, limit=args.limit, max_new_tokens=args.max_new_tokens,
                       device=args.device, tensor_parallel_size=args.tensor_parallel_size,
@@ -512,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       segmenter_model=args.segmenter_model,
                       group_by=_id_grouper(args.group_id_regex) if args.group_id_regex else None)
     out_dir = Path(report["out_dir"])
+    opts = report["protocol"]["options"]
+    print(f"protocol preset: {opts['preset']} (answer reader {opts['reader']}, non-object rule {opts['non_object']}, "
+          f"BboxAcc {opts['bbox_acc']}, math {opts['math']}; segmenter {opts['segmenter']})")
     print(metrics_table(report["metrics"]))
     if report.get("groups"):
         print("\n" + metrics_table(report["groups"], first="group"))

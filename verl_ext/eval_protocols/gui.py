@@ -7,10 +7,13 @@
 * A sample is correct when some point lies inside the GT element box, borders included
   (``b_x1 <= x <= b_x2 and b_y1 <= y <= b_y2``); Acc = correct / samples.
 
-One extension, because this project's GUI prompt asks for ``[{"point_2d": [x, y]}]`` only: the
-public reader needs a ``bbox_2d`` in every object (its prompt, ``DETECTION_TEMPLATE``, asks for
-both) and reads nothing from a point-only answer; here an answer from which the public reader
-gets no box is scored on its valid ``point_2d``s.
+One extension under the project reader, because this project's GUI prompt asks for
+``[{"point_2d": [x, y]}]`` only: the public reader needs a ``bbox_2d`` in every object (its
+prompt, ``DETECTION_TEMPLATE``, asks for both) and reads nothing from a point-only answer; here
+an answer from which the public reader gets no box is scored on its valid ``point_2d``s
+(``ObjectAnswer.loose_points``). The public reader (``answers.read_public``) fills no loose
+points, so under it a point-only answer is a miss, and its points are the public reader's
+``int(x + 0.5)``-rounded integers.
 """
 
 from __future__ import annotations

@@ -48,7 +48,6 @@ PROTOCOL_SOURCES = {
 }
 
 _PAREN_LETTER = re.compile(r"\(([a-zA-Z])\)")
-_ANY_BOXED = re.compile(r"\\boxed{(.*?)}", re.DOTALL)
 _INT_RE = re.compile(r"[+-]?\d+")
 _FLOAT_RE = re.compile(r"[+-]?\d*\.(\d+)")
 MATH_META_KEYS = ("question_type", "answer_type", "precision")  # MathVista testmini.json fields (MathVistaMeta)
@@ -76,8 +75,9 @@ def tagged_answer(response: str) -> str | None:
 
 def last_boxed_public(text: str) -> str:
     """VisionReasoner ``extract_math_answer`` + mathruler ``extract_boxed_content`` (module docstring)."""
-    if _ANY_BOXED.search(text) is None:
-        return ""
+    first = text.find("\\boxed{")
+    if first < 0 or text.find("}", first + len("\\boxed{")) < 0:  # = re.search(r'\\boxed{(.*?)}', text) is None,
+        return ""  # in linear time (visurf_model.py line 184)
     start = text.rfind("\\boxed{") + len("\\boxed{")
     depth = 0
     for i in range(start, len(text)):
