@@ -65,9 +65,13 @@ def _naming_row(data_source: str, ground_truth: Any, extra: dict):
 
 
 def _score_dict(result: Any, data_source: str) -> dict:
-    """A float result becomes ``{"score": float}``; a non-finite score raises."""
+    """A float result becomes ``{"score": float}``; a dict without ``score`` (verl's key for the
+    reward, ``naive.py`` line 90) or a non-finite score raises naming the source."""
     if not isinstance(result, dict):
         result = {"score": float(result)}
+    if "score" not in result:
+        raise ValueError(f"reward for data_source={data_source!r} returned a dict without the 'score' key "
+                         f"(keys: {sorted(result)}): verl reads the reward from result['score']")
     score = float(result["score"])
     if not math.isfinite(score):
         raise ValueError(f"reward for data_source={data_source!r} is not finite: {score}")
@@ -75,7 +79,7 @@ def _score_dict(result: Any, data_source: str) -> dict:
 
 
 def score_row(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
-              is_gt: bool, gt_thinking_reward: str) -> dict:
+              is_gt: bool, gt_thinking_reward: str, reward_kwargs: dict | None = None) -> dict:
     """Score one row with a verl-signature reward function: ``compute_score(data_source=...,
     solution_str=..., ground_truth=..., extra_info=...)``, ``extra_info`` being the row's own plus
     ``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2), so any function — the project's scorers,
@@ -84,25 +88,26 @@ def score_row(compute_score, data_source: str, response: str, ground_truth: Any,
 
     An ``async def`` function (verl allows one) is run to completion here with ``asyncio.run``
     (for callers without an event loop: the start-up check, an executor thread); the reward
-    manager awaits one on its own loop instead (``score_row_async``)."""
+    manager awaits one on its own loop instead (``score_row_async``). ``reward_kwargs``: the
+    reward-model keywords of a run with a reward model (``ViSurfRewardManager.reward_kwargs``)."""
     extra = _row_extra(extra_info, is_gt, gt_thinking_reward)
     with _naming_row(data_source, ground_truth, extra):
         result = compute_score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
-                               extra_info=extra)
+                               extra_info=extra, **(reward_kwargs or {}))
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
     return _score_dict(result, data_source)
 
 
 async def score_row_async(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
-                          is_gt: bool, gt_thinking_reward: str) -> dict:
+                          is_gt: bool, gt_thinking_reward: str, reward_kwargs: dict | None = None) -> dict:
     """``score_row`` for an ``async def`` reward function, awaited on the running event loop as
     verl 0.9.1's own reward managers await one (``NaiveRewardManager.run_single``,
     ``verl/experimental/reward_loop/reward_manager/naive.py`` lines 30 and 66-73)."""
     extra = _row_extra(extra_info, is_gt, gt_thinking_reward)
     with _naming_row(data_source, ground_truth, extra):
         result = await compute_score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
-                                     extra_info=extra)
+                                     extra_info=extra, **(reward_kwargs or {}))
     return _score_dict(result, data_source)
 
 
@@ -122,11 +127,18 @@ class ViSurfRewardManager(RewardManagerBase):
         # as verl's own managers (naive.py line 30): an ``async def`` reward function is awaited on the loop
         self.is_async_reward_score = inspect.iscoroutinefunction(self.compute_score)
         self.control = visurf_config(cfg_get(config, "visurf"))
+        # a reward model (reward.reward_model.enable): verl's reward loop hands its router address and
+        # tokenizer; the reward function gets them as keywords exactly as from verl's own managers
+        # (NaiveRewardManager, naive.py lines 58-64: only when an address is set)
+        self.reward_kwargs = ({"reward_router_address": reward_router_address,
+                               "reward_model_tokenizer": reward_model_tokenizer}
+                              if reward_router_address is not None else {})
 
     # ---------------------------------------------------------------------------------------
     def _score(self, data_source: str, response: str, ground_truth: Any, extra_info: Any, is_gt: bool) -> dict:
         return score_row(self.compute_score, data_source, response, ground_truth, extra_info,
-                         is_gt=is_gt, gt_thinking_reward=self.control.gt_thinking_reward)
+                         is_gt=is_gt, gt_thinking_reward=self.control.gt_thinking_reward,
+                         reward_kwargs=self.reward_kwargs)
 
     def _decode(self, item) -> str:
         response_ids = item.batch["responses"]
@@ -142,7 +154,7 @@ class ViSurfRewardManager(RewardManagerBase):
             result = await score_row_async(
                 self.compute_score, nt["data_source"], response, nt["reward_model"]["ground_truth"],
                 nt.get("extra_info"), is_gt=bool(nt.get(C.IS_GT, False)),
-                gt_thinking_reward=self.control.gt_thinking_reward)
+                gt_thinking_reward=self.control.gt_thinking_reward, reward_kwargs=self.reward_kwargs)
             return {"reward_score": result["score"], "reward_extra_info": result}
         result = await self.loop.run_in_executor(
             None,

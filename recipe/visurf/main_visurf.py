@@ -57,7 +57,12 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
     * ``VERL_USE_EXTERNAL_MODULES`` in the ray job's runtime env includes ``verl_ext.registry``,
       so verl imports it (and the plug-ins register) in every worker process — GPU runs included.
     * ``reward.custom_reward_function.path`` defaults to the project's task scorers, as a package
-      path (``pkg://verl_ext.rewards``) that every node resolves from its own install.
+      path (``pkg://verl_ext.rewards``) that every node resolves from its own install — except with
+      ``reward.reward_model.enable=True``: then it stays unset, so verl's reward loop scores every
+      row with the reward model (``RewardLoopWorker.compute_score``: no custom function + a reward
+      model -> its discriminative-RM branch); a user's function gets the model's router address.
+    * ``trainer.use_v1``: the recipe config sets False — the recipe runs verl's classic (v0) trainer
+      (``ViSurfTaskRunner``), so the printed config says so; ``trainer.use_v1=True`` is rejected.
     * CPU (``VERL_PLATFORM=cpu``): ``verl_ext.cpu.launcher.CPU_CONFIG`` for keys the user did
       not set, and ``ray_kwargs.ray_init`` with fake GPUs and the CPU env for every worker.
     * Last, with ViSurf on: ``check_verl_combination`` rejects the verl settings a ViSurf run
@@ -92,8 +97,11 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
         if verl_ext.registry.EXTERNAL_MODULE not in modules:
             modules.append(verl_ext.registry.EXTERNAL_MODULE)
         env_vars["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
-        if not config.reward.custom_reward_function.get("path"):
+        if not config.reward.custom_reward_function.get("path") and not config.reward.reward_model.get("enable"):
             config.reward.custom_reward_function.path = REWARD_MODULE
+        if config.trainer.get("use_v1"):
+            raise ValueError("trainer.use_v1=True: the ViSurf recipe runs verl's classic trainer (main_ppo_v0, "
+                             "RayViSurfTrainer); drop the override (the recipe config sets trainer.use_v1=False)")
         if cpu.is_enabled():
             from verl_ext.cpu.launcher import CPU_CONFIG, ray_init_config
 

@@ -17,6 +17,8 @@ from verl_ext.visurf.group_step import group_ids
 
 __all__ = ["compute_visurf_outcome_advantage"]
 
+MEAN_ULPS = 4.0  # float64 rounding allowance (in ulps per group member) of the mean-of-others check
+
 
 @register_adv_est("visurf")
 def compute_visurf_outcome_advantage(
@@ -40,7 +42,8 @@ def compute_visurf_outcome_advantage(
     Exact zeros: a row whose reward equals the mean of the *other* members of its group has
     Â = 0 in exact arithmetic (r_j = mean_{-j} ⟺ r_j = mean_{G+1}); with float32 rewards the
     stored r_j is that mean rounded once, and the float64 statistics would leave |Â| up to ~1e-3
-    after the std division. Such a row — which is exactly what reward smoothing writes for the GT
+    after the std division (float64 rewards: up to ~1e-14, the group sums' own rounding, within
+    ``MEAN_ULPS`` ulps per member). Such a row — which is exactly what reward smoothing writes for the GT
     (r_gt := mean(rollouts) in float64, rounded to the reward dtype; `group_step.smooth_gt_rewards`)
     — is recognised by recomputing mean_{-j} the same way and gets Â = 0 exactly. (The float64
     group sums are exact for float32 rewards of similar magnitude, so the recomputation matches.)
@@ -94,9 +97,14 @@ def compute_visurf_outcome_advantage(
         g_max = torch.full_like(mean, -torch.inf).scatter_reduce_(0, gid, scores, reduce="amax")
         g_min = torch.full_like(mean, torch.inf).scatter_reduce_(0, gid, scores, reduce="amin")
         informative = (count > 1) & (g_max > g_min)  # one-member and all-equal groups: Â = 0
-        # r_j == mean of the other members (rounded to the reward dtype, as smoothing writes it): Â_j = 0
+        # r_j == mean of the other members (rounded to the reward dtype, as smoothing writes it): Â_j = 0.
+        # For float64 rewards total - r_j itself is rounded, so "equal" is up to the rounding of the sums:
+        # |r_j - mean_{-j}| <= MEAN_ULPS * count * eps64 * max|r| (about 1e-14 on a 0-7 reward)
         others_mean = (total[gid] - scores) / (count[gid] - 1.0).clamp_min(1.0)
-        at_mean_of_others = (count[gid] > 1) & (others_mean.to(stored.dtype) == stored)
+        scale = torch.zeros_like(mean).scatter_reduce_(0, gid, scores.abs(), reduce="amax")
+        rounding = MEAN_ULPS * count[gid] * torch.finfo(torch.float64).eps * scale[gid]
+        same = (others_mean.to(stored.dtype) == stored) | ((others_mean - scores).abs() <= rounding)
+        at_mean_of_others = (count[gid] > 1) & same
         scalars = torch.where(informative[gid] & ~at_mean_of_others, scalars, torch.zeros_like(scalars))
 
         advantages = scalars.to(token_level_rewards.dtype).unsqueeze(-1) * response_mask

@@ -69,6 +69,16 @@ class VisurfConfig(BaseConfig):
         luffy_gamma: γ > 0 of the LUFFY shaping.
         num_rollouts: G, the sampled rollouts per prompt; derived by the recipe from the user's
             ``actor_rollout_ref.rollout.n`` (None until then).
+        success_threshold: ``inject_when=all_fail`` with a reward that is not the recipe's (a
+            ``reward.custom_reward_function``, a reward model): a rollout solved the task when its
+            ``accuracy`` (or, without that key, its reward) is >= this value, on that reward's own
+            scale; None: when it is as accurate as its group's GT. The recipe's own scorers use
+            ``TASK_SUCCESS_ACCURACY`` per task (``group_step.task_solved``).
+        drop_bad_rows: the start-up check reads every label of ``data.train_files``; a label the
+            reward or the GT renderer rejects stops the run naming file, row and data_source
+            (False), or (True) the row is dropped: each such file is rewritten beside itself as
+            ``<name>.visurf_clean.parquet`` without those rows, the count logged
+            (``verl_ext.visurf.source_check``).
     """
 
     enable: bool = True
@@ -80,10 +90,12 @@ class VisurfConfig(BaseConfig):
     gt_loss: str = "ppo_clip"
     luffy_gamma: float = 0.1
     num_rollouts: Optional[int] = None
+    success_threshold: Optional[float] = None
+    drop_bad_rows: bool = False
     _target_: str = "verl_ext.visurf.config.VisurfConfig"
 
     def __post_init__(self):
-        for name in ("enable", "align", "smoothing"):
+        for name in ("enable", "align", "smoothing", "drop_bad_rows"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"visurf.{name} must be True or False, got {getattr(self, name)!r}")
         _one_of("inject_when", self.inject_when, INJECT_WHEN)
@@ -95,6 +107,9 @@ class VisurfConfig(BaseConfig):
             raise ValueError(f"visurf.luffy_gamma must be a number > 0, got {gamma!r}")
         if self.num_rollouts is not None and (isinstance(self.num_rollouts, bool) or self.num_rollouts < 1):
             raise ValueError(f"visurf.num_rollouts (G) must be >= 1, got {self.num_rollouts!r}")
+        t = self.success_threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t != t):
+            raise ValueError(f"visurf.success_threshold must be a number or null, got {t!r}")
 
     def gt_response(self, ground_truth: Any, task: str) -> str:
         """The GT response text for a label under these switches (``reward_control.gt_response``)."""
@@ -139,12 +154,17 @@ def check_verl_combination(config: Any, num_rollouts: int) -> None:
       in the batch;
     * ``algorithm.use_kl_in_reward=True``: the KL penalty moves every row's reward after
       smoothing, so a smoothed GT no longer has Â_gt = 0;
-    * ``data.train_batch_size × (G+1)`` not divisible by ``actor_rollout_ref.rollout.agent.num_workers``
-      (verl splits the generation batch evenly over the agent-loop workers);
+    * the generation batch, ``(data.gen_batch_size or data.train_batch_size) × (G+1)`` rows (verl's
+      train dataloader yields ``gen_batch_size`` prompts when set, ``ray_trainer._create_dataloader``),
+      not divisible by ``actor_rollout_ref.rollout.agent.num_workers`` (verl's ``AgentLoopManager``
+      splits it with ``DataProto.chunk``, which asserts an even split);
     * rollout-correction bypass mode (π_old := sampler log-probs; GT rows are teacher-forced and
       have none);
     * a colocated reward model scoring after generation (smoothing and all_fail run on the rewards
       the agent loops return);
+    * a reward model with the recipe's own reward function (``pkg://verl_ext.rewards``): verl's
+      reward loop calls the custom function whenever one is set (``reward_loop.py``
+      ``RewardLoopWorker.compute_score``), and the recipe's scorers never ask the model;
     * ``visurf.gt_loss`` other than ``ppo_clip`` with an ``actor.policy_loss.loss_mode`` whose
       surrogate the GT variants do not reproduce (only ``vanilla`` / ``visurf``).
 
@@ -163,18 +183,21 @@ def check_verl_combination(config: Any, num_rollouts: int) -> None:
         raise ValueError(
             "visurf.enable=True cannot run with algorithm.use_kl_in_reward=True: the in-reward KL penalty "
             "changes rewards after reward smoothing, so a smoothed GT no longer gets advantage 0. Set "
-            "algorithm.use_kl_in_reward=False (for a KL term use actor_rollout_ref.actor.use_kl_loss=True)."
+            "algorithm.use_kl_in_reward=False. For a KL regulariser use actor_rollout_ref.actor.use_kl_loss=True: "
+            "in a ViSurf run it acts on the sampled rollouts only (not on the teacher-forced GT tokens nor on "
+            "pad rows; verl_ext.visurf.policy_loss.visurf_actor_loss)."
         )
-    batch = int(cfg_get(config, "data.train_batch_size", 0))
+    gen_key = "data.gen_batch_size" if cfg_get(config, "data.gen_batch_size") else "data.train_batch_size"
+    batch = int(cfg_get(config, gen_key, 0))
     workers = int(cfg_get(config, "actor_rollout_ref.rollout.agent.num_workers", 1))
     rows = batch * (num_rollouts + 1)
     if workers < 1 or rows % workers:
         divisors = [d for d in range(1, min(rows, 64) + 1) if rows % d == 0]
         raise ValueError(
-            f"visurf.enable=True generates data.train_batch_size x (G+1) = {batch} x {num_rollouts + 1} = {rows} "
+            f"visurf.enable=True generates {gen_key} x (G+1) = {batch} x {num_rollouts + 1} = {rows} "
             f"rows per step, which verl cannot split evenly over actor_rollout_ref.rollout.agent.num_workers="
             f"{workers} agent-loop workers. Set actor_rollout_ref.rollout.agent.num_workers to a divisor of "
-            f"{rows} (e.g. {divisors[-3:]}) or change data.train_batch_size."
+            f"{rows} (e.g. {divisors[-3:]}) or change {gen_key}."
         )
     if cfg_get(config, "algorithm.rollout_correction.bypass_mode", False):
         raise ValueError("visurf.enable=True cannot run with algorithm.rollout_correction.bypass_mode=True: "
@@ -185,6 +208,18 @@ def check_verl_combination(config: Any, num_rollouts: int) -> None:
         raise ValueError("visurf.enable=True with reward.reward_model.enable=True needs "
                          "reward.reward_model.enable_resource_pool=True: smoothing and all_fail run on the "
                          "rewards the agent loops return, before verl's colocated reward pass")
+    custom = cfg_get(config, "reward.custom_reward_function.path")
+    if cfg_get(config, "reward.reward_model.enable", False) and custom:
+        from verl_ext.visurf.source_check import is_recipe_reward
+
+        if is_recipe_reward(str(custom)):
+            raise ValueError(
+                f"reward.reward_model.enable=True with reward.custom_reward_function.path={custom!r}, the recipe's "
+                "rule scorers: verl calls the custom function for every row and the recipe's scorers never ask the "
+                "reward model, so it would be loaded and never used. Either leave reward.custom_reward_function.path "
+                "unset (every row, the GT included, is scored by the reward model: verl's discriminative-RM path), "
+                "or set it to your function taking reward_router_address= / reward_model_tokenizer= keywords "
+                "(verl's convention; the recipe's reward manager passes them) to combine the model with rules.")
     gt_loss = cfg_get(config, "visurf.gt_loss", "ppo_clip")
     loss_mode = cfg_get(config, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
     if gt_loss != "ppo_clip" and loss_mode not in SURROGATE_LOSS_MODES:

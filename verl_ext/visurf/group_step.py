@@ -187,16 +187,19 @@ def match_scores_for(batch: Any, scores: torch.Tensor, gt_thinking_reward: str) 
 # ------------------------------------------------------------------------------------------
 def task_solved(
     scores: torch.Tensor, uids: Sequence[Any], is_gt: np.ndarray, data_sources: Sequence[str] | None = None,
-    accuracy: Sequence[float] | None = None,
+    accuracy: Sequence[float] | None = None, success_threshold: float | None = None, task_thresholds: bool = True,
 ) -> np.ndarray:
     """Per row: did the response solve the task? (``inject_when=all_fail``)
 
     solved_i = a_i >= θ_i,  a_i = the row's accuracy component (``accuracy`` column of the task
     scorers; the row's reward when there is none), θ_i = ``TASK_SUCCESS_ACCURACY[task]`` of the
     row's data_source (the task's full accuracy: grounding / anomaly / lesion 3 — every object
-    matched on box IoU, box corners and point —, gui 1, math 1). For a data_source outside the
-    task table (custom scorers) θ_i is the ``a`` of its group's GT row: a rollout solved the task
-    when it is as accurate as the label (no GT in the group: nothing is solved).
+    matched on box IoU, box corners and point —, gui 1, math 1) when ``task_thresholds`` (the
+    recipe's own scorers produced the rewards). Otherwise — a custom reward function or a reward
+    model, whose scale is its own (a 0-1 reward would never reach 3), or a data_source outside
+    the table — θ_i = ``success_threshold`` (``visurf.success_threshold``) when set, else the ``a``
+    of its group's GT row: a rollout solved the task when it is as accurate as the label (no GT
+    in the group: nothing is solved).
 
     Args:
         scores: (bs,) outcome rewards. uids: (bs,) group labels. is_gt: (bs,) bool.
@@ -214,6 +217,10 @@ def task_solved(
     n = len(a)
     sources = np.asarray(data_sources if data_sources is not None else [""] * n, dtype=object)
     theta = np.array([TASK_SUCCESS_ACCURACY.get(DATA_SOURCE_TASK.get(str(s), ""), np.nan) for s in sources])
+    if not task_thresholds:
+        theta = np.full(n, np.nan)
+    if success_threshold is not None:
+        theta = np.where(np.isnan(theta), float(success_threshold), theta)
     unknown = np.isnan(theta)
     if unknown.any():
         gid, n_groups = group_ids(uids)
@@ -292,7 +299,8 @@ def row_mask(batch: Any, key: str, default: np.ndarray | None = None) -> np.ndar
 
 
 def apply_group_step(
-    batch: Any, uids: Sequence[Any], smoothing: bool, inject_when: str, gt_thinking_reward: str = "zero"
+    batch: Any, uids: Sequence[Any], smoothing: bool, inject_when: str, gt_thinking_reward: str = "zero",
+    success_threshold: float | None = None, task_thresholds: bool = True,
 ) -> None:
     """The group step of reward control on a generated, scored batch (a verl ``DataProto``, in place).
 
@@ -316,7 +324,8 @@ def apply_group_step(
         match = match_scores_for(batch, scores, gt_thinking_reward)
         solved = None
         if inject_when == "all_fail":
-            solved = task_solved(scores, uids, is_gt, nt.get("data_source"), nt.get("accuracy"))
+            solved = task_solved(scores, uids, is_gt, nt.get("data_source"), nt.get("accuracy"),
+                                 success_threshold, task_thresholds)
         new_scores, active = group_reward_step(scores, uids, is_gt, smoothing, inject_when, match, solved)
         set_outcome_scores(token_scores, batch.batch["response_mask"], new_scores)
     nt[C.GT_ACTIVE] = active

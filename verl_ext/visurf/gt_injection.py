@@ -194,6 +194,11 @@ class VisurfAgentLoopManager(AgentLoopManager):
         self.visurf_tokenizer = worker_tokenizer(self.config.actor_rollout_ref.model)
         self.response_length = int(self.config.actor_rollout_ref.rollout.response_length)
         self._warned_too_long = False
+        # all_fail on the reward's own scale: the task table's thresholds only for the recipe's scorers
+        from verl_ext.visurf.source_check import is_recipe_reward
+
+        custom = self.config.reward.custom_reward_function.get("path")
+        self.visurf_task_thresholds = bool(custom) and is_recipe_reward(str(custom))
         self._visurf_ready = True
 
     def _mark_gt(self, prompts: DataProto) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,7 +258,7 @@ class VisurfAgentLoopManager(AgentLoopManager):
         out.non_tensor_batch[C.IS_PAD] = is_pad
         out.non_tensor_batch[C.GT_SKIPPED] = skipped
         apply_group_step(out, prompts.non_tensor_batch["uid"], self.visurf.smoothing, self.visurf.inject_when,
-                         self.visurf.gt_thinking_reward)
+                         self.visurf.gt_thinking_reward, self.visurf.success_threshold, self.visurf_task_thresholds)
         return out
 
 

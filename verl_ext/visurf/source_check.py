@@ -1,8 +1,18 @@
 """Start-up check of the data sources a run trains on: a reward for each, a GT for each.
 
 Run once in the driver by the recipe's start-up validation (``check_data_sources(config)``),
-before ray starts, on the first ``SAMPLE_ROWS`` rows of every ``data_source`` (the column
-``data.reward_fn_key``) of the local parquet files in ``data.train_files`` / ``data.val_files``:
+before ray starts. Every local parquet file of ``data.train_files`` / ``data.val_files`` is
+streamed once (``scan_labels``: ``ParquetFile.iter_batches`` of ``SCAN_BATCH_ROWS`` rows, only the
+columns ``data.reward_fn_key`` and ``reward_model.ground_truth``; ``extra_info`` only for the
+sampled rows), so memory is bounded by one batch, not by the data. From the stream:
+
+0. **every label** (``label_problem``) — a label the GT renderer rejects (``render_gt``: the label
+   rules shared with the recipe's scorers, ``verl_ext/rewards/labels.py``), or a missing label
+   where the source's reward raises on one (probed once per source), would crash the reward
+   workers mid-training: the run stops naming file, row, data_source and the reason — or, with
+   ``visurf.drop_bad_rows=True``, the rows are dropped (``drop_rows``) and counted in the log.
+
+And on the first ``SAMPLE_ROWS`` rows of every ``data_source`` (the column ``data.reward_fn_key``):
 
 1. **a reward** — the fallback chain of the recipe: the user's ``reward.custom_reward_function``
    when they set one; else the project's scorer for the project's sources; else verl's own
@@ -17,6 +27,13 @@ before ray starts, on the first ``SAMPLE_ROWS`` rows of every ``data_source`` (t
    (``reward_manager.score_row``), must score more than an empty response. Otherwise
    ``visurf.gt_template`` does not follow the reward's answer convention (verl's GSM8K scorer
    gives ``<answer>72</answer>`` 0: it reads ``#### 72``) and the GT member would teach nothing.
+4. **a GT that fits** (``visurf.enable``, when the actor's tokenizer loads in the driver) — the
+   sampled GTs are tokenised as the GT agent loop does (``gt_injection.worker_tokenizer``, GT +
+   EOS); a source whose every sampled GT exceeds ``actor_rollout_ref.rollout.response_length``
+   would train as plain GRPO (every GT skipped as ``too_long``): the run stops with the numbers.
+
+With a reward model and no ``reward.custom_reward_function`` (verl scores every row with the
+model), steps 1 and 3 are skipped: the model is not running yet.
 
 With the recipe's reward, one split may not mix the project's sources with sources verl scores:
 their reward dicts differ in keys and verl 0.9.1's agent loop stacks ``reward_extra_info`` by the
@@ -32,6 +49,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +59,26 @@ from omegaconf import DictConfig, OmegaConf
 from verl_ext.constants import DATA_SOURCE_TASK
 from verl_ext.rewards.labels import is_missing
 
-__all__ = ["SAMPLE_ROWS", "check_data_sources", "resolve_reward_fn", "sample_rows", "verl_scores_source"]
+__all__ = [
+    "SAMPLE_ROWS",
+    "SCAN_BATCH_ROWS",
+    "LabelScan",
+    "check_data_sources",
+    "drop_rows",
+    "is_recipe_reward",
+    "label_problem",
+    "resolve_reward_fn",
+    "sample_rows",
+    "scan_labels",
+    "verl_scores_source",
+]
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 8  # rows per data_source read at start-up
+SCAN_BATCH_ROWS = 4096  # rows per streamed record batch of the every-label scan
+MAX_REPORTED = 5  # label problems quoted in the error (all are counted)
+CLEAN_SUFFIX = ".visurf_clean.parquet"  # visurf.drop_bad_rows: the file without its bad rows
 VERL_SCORER = "verl's default_compute_score"
 EMPTY_RESPONSE = ""
 
@@ -58,44 +91,121 @@ def data_files(config: DictConfig, key: str) -> list[str]:
     return [str(value)] if isinstance(value, str) else [str(v) for v in value]
 
 
-def sample_rows(files: Sequence[str], key: str,
-                per_source: int = SAMPLE_ROWS) -> tuple[dict[str, list[dict]], list[str]]:
-    """The first ``per_source`` rows of every ``data_source`` (column ``key``) of local parquet files.
+@dataclass
+class LabelScan:
+    """What ``scan_labels`` read from a list of files."""
 
-    Returns ``({data_source: [{"ground_truth": ..., "extra_info": ...}, ...]}, skipped files)``.
+    samples: dict[str, list[dict]] = field(default_factory=dict)  # data_source -> first rows
+    skipped: list[str] = field(default_factory=list)  # files not read (not local parquet, no key column)
+    problems: list[str] = field(default_factory=list)  # the first MAX_REPORTED problems, "file row i ..."
+    n_problems: int = 0
+    bad_rows: dict[str, np.ndarray] = field(default_factory=dict)  # file -> row indices with a problem
+    n_rows: int = 0
+
+
+def _labels(batch: Any, names: Sequence[str]) -> list:
+    """``reward_model.ground_truth`` of a record batch as Python objects (None without the column)."""
+    if "reward_model" not in names:
+        return [None] * batch.num_rows
+    column = batch.column("reward_model")
+    try:
+        return column.field("ground_truth").to_pylist()
+    except KeyError:  # a struct without ground_truth
+        return [None] * batch.num_rows
+
+
+def scan_labels(files: Sequence[str], key: str, per_source: int = SAMPLE_ROWS,
+                label_problem_fn: Callable[[str, Any], str] | None = None,
+                batch_rows: int = SCAN_BATCH_ROWS) -> LabelScan:
+    """One streamed pass over local parquet files: the first ``per_source`` rows of every
+    ``data_source`` (column ``key``) as ``{"ground_truth", "extra_info"}`` dicts, and — with
+    ``label_problem_fn(data_source, ground_truth) -> reason | ""`` — every row's label checked.
+
+    Memory: one record batch of ``batch_rows`` rows of the two columns ``key`` and
+    ``reward_model.ground_truth`` (pyarrow reads the nested leaf alone), plus the row indices of
+    bad rows; ``extra_info`` is read afterwards only up to the last sampled row of the file.
     Rows are read as verl's dataset reads them (pyarrow -> Python objects: a list-of-struct label
-    is a list of dicts).
+    is a list of dicts). Files that are not local parquet are listed in ``skipped``.
     """
     import pyarrow.parquet as pq
 
-    samples: dict[str, list[dict]] = {}
-    skipped: list[str] = []
+    scan = LabelScan()
     for path in files:
         if not (path.endswith(".parquet") and os.path.isfile(path)):
-            skipped.append(path)
+            scan.skipped.append(path)
             continue
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
         if key not in names:
-            skipped.append(f"{path} (no {key!r} column)")
+            scan.skipped.append(f"{path} (no {key!r} column)")
             continue
-        sources = pf.read(columns=[key])[key].to_numpy(zero_copy_only=False).astype(str)
-        order = np.argsort(sources, kind="stable")  # rows grouped by source, file order kept within
-        first = np.searchsorted(sources[order], sources[order], side="left")
-        take = np.sort(order[np.arange(len(order)) - first < per_source])
-        columns = [c for c in ("reward_model", "extra_info") if c in names]
-        table = pf.read(columns=columns).take(take) if columns else None
-        rows = table.to_pylist() if table is not None else [{} for _ in take]
-        for source, row in zip(sources[take].tolist(), rows, strict=True):
-            bucket = samples.setdefault(source, [])
-            if len(bucket) < per_source:
-                rm = row.get("reward_model")
-                bucket.append({"ground_truth": rm.get("ground_truth") if isinstance(rm, dict) else None,
-                               "extra_info": row.get("extra_info")})
-    return samples, skipped
+        columns = [key] + (["reward_model.ground_truth"] if "reward_model" in names else [])
+        sampled: list[tuple[int, str, Any]] = []  # (row, source, label) of this file's samples
+        bad: list[int] = []
+        offset = 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            sources = batch.column(key).to_pylist()
+            for i, (source, label) in enumerate(zip(sources, _labels(batch, names))):
+                source = str(source)
+                bucket = scan.samples.setdefault(source, [])
+                if len(bucket) < per_source:
+                    bucket.append({"ground_truth": label, "extra_info": None})
+                    sampled.append((offset + i, source, len(bucket) - 1))
+                if label_problem_fn is not None:
+                    reason = label_problem_fn(source, label)
+                    if reason:
+                        bad.append(offset + i)
+                        scan.n_problems += 1
+                        if len(scan.problems) < MAX_REPORTED:
+                            scan.problems.append(f"{path} row {offset + i} (data_source={source!r}): {reason}")
+            offset += batch.num_rows
+        scan.n_rows += offset
+        if bad:
+            scan.bad_rows[path] = np.asarray(bad, dtype=np.int64)
+        if sampled and "extra_info" in names:  # extra_info of the sampled rows only
+            last, seen = sampled[-1][0], 0
+            wanted = {row: (source, j) for row, source, j in sampled}
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=["extra_info"]):
+                infos = batch.column("extra_info")
+                for row in [r for r in wanted if seen <= r < seen + batch.num_rows]:
+                    source, j = wanted[row]
+                    scan.samples[source][j]["extra_info"] = infos[row - seen].as_py()
+                seen += batch.num_rows
+                if seen > last:
+                    break
+    return scan
 
 
-def _is_recipe_reward(path: str) -> bool:
+def sample_rows(files: Sequence[str], key: str,
+                per_source: int = SAMPLE_ROWS) -> tuple[dict[str, list[dict]], list[str]]:
+    """The first ``per_source`` rows of every ``data_source`` (column ``key``) of local parquet files:
+    ``({data_source: [{"ground_truth": ..., "extra_info": ...}, ...]}, skipped files)``
+    (``scan_labels`` without the label check)."""
+    scan = scan_labels(files, key, per_source)
+    return scan.samples, scan.skipped
+
+
+def drop_rows(path: str, rows: np.ndarray, batch_rows: int = SCAN_BATCH_ROWS) -> str:
+    """``visurf.drop_bad_rows``: write ``path`` without ``rows`` (0-based) beside it as
+    ``<name>.visurf_clean.parquet``, streamed batch by batch (all columns, schema kept); returns the
+    new path. Beside the original, so every node that reads the original reads the copy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = path.removesuffix(".parquet") + CLEAN_SUFFIX
+    pf = pq.ParquetFile(path)
+    drop = np.asarray(rows, dtype=np.int64)
+    offset = 0
+    with pq.ParquetWriter(out, pf.schema_arrow) as writer:
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            index = np.arange(offset, offset + batch.num_rows)
+            keep = ~np.isin(index, drop)
+            writer.write_table(pa.Table.from_batches([batch]).filter(pa.array(keep)))
+            offset += batch.num_rows
+    return out
+
+
+def is_recipe_reward(path: str) -> bool:
     """The path is the project's own reward module (what the recipe fills in when none is set)."""
     if path.startswith("pkg://"):
         return path[len("pkg://"):].replace("/", ".").removesuffix(".py") in ("verl_ext.rewards",
@@ -114,7 +224,7 @@ def resolve_reward_fn(config: DictConfig) -> tuple[Callable[..., Any], str]:
     is set and is not the project's module; else ``verl_ext.rewards.compute_score`` (the project's
     scorers, then verl's ``default_compute_score``)."""
     path = OmegaConf.select(config, "reward.custom_reward_function.path", default=None)
-    if path and not _is_recipe_reward(str(path)):
+    if path and not is_recipe_reward(str(path)):
         from verl.trainer.ppo.reward import get_custom_reward_fn
 
         name = OmegaConf.select(config, "reward.custom_reward_function.name", default="compute_score")
@@ -155,27 +265,139 @@ def _render(rows: list[dict], source: str, visurf: Any) -> tuple[dict | None, st
     return None, problem
 
 
+def _missing_label_problem(reward_fn: Callable[..., Any] | None, source: str, thinking: str) -> str:
+    """"" when ``reward_fn`` scores a row of ``source`` whose label is missing (the row then only
+    loses its GT member, counted as ``no_label``), else why not: the reward workers would raise on
+    such a row mid-training. ``NotImplementedError`` (no reward for the source at all) is left to
+    the reward check."""
+    if reward_fn is None:  # a reward model scores the rows
+        return ""
+    from verl_ext.reward_manager import score_row
+
+    try:
+        score_row(reward_fn, source, EMPTY_RESPONSE, None, {}, is_gt=False, gt_thinking_reward=thinking)
+    except NotImplementedError:
+        return ""
+    except Exception as e:  # noqa: BLE001  any exception here is one the reward workers would raise
+        return f"no label (reward_model.ground_truth missing), which the reward rejects: {type(e).__name__}: {e}"
+    return ""
+
+
+def label_problem(source: str, label: Any, visurf: Any, missing_problem: Callable[[str], str]) -> str:
+    """Why the row's label would fail the run ("" when it would not): a present label the GT
+    renderer rejects (``render_gt``, whose label rules the recipe's scorers share), or a missing
+    label (``is_missing``) where ``missing_problem(source)`` says the reward raises on one."""
+    from verl_ext.visurf.reward_control import render_gt
+
+    if is_missing(label):
+        return missing_problem(source)
+    try:
+        render_gt(label, source, align=visurf.align, template=visurf.gt_template)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+def _gt_token_counts(config: DictConfig, texts: Sequence[str]) -> list[int] | None:
+    """GT + EOS token counts of ``texts`` with the actor's tokenizer, built exactly as the GT
+    agent loop's (``gt_injection.worker_tokenizer``); None (logged) when it cannot be loaded here."""
+    model = OmegaConf.select(config, "actor_rollout_ref.model", default=None)
+    if model is None or not model.get("path"):
+        return None
+    try:
+        from verl_ext.visurf.gt_injection import worker_tokenizer
+
+        tokenizer = worker_tokenizer(model)
+    except Exception as e:  # noqa: BLE001  (a hub id offline, hdfs without access): the run checks per batch
+        logger.warning("visurf: GT length not checked at start-up, the tokenizer of %s does not load here: %s: %s",
+                       model.get("path"), type(e).__name__, e)
+        return None
+    return [len(tokenizer.encode(t, add_special_tokens=False)) + 1 for t in texts]
+
+
+def _check_gt_lengths(config: DictConfig, rendered: dict[str, list[str]]) -> None:
+    """Stop when every sampled GT of a source exceeds the response length (module docstring, 4)."""
+    limit = OmegaConf.select(config, "actor_rollout_ref.rollout.response_length", default=None)
+    limit = limit if limit is not None else OmegaConf.select(config, "data.max_response_length", default=None)
+    if limit is None or not rendered:
+        return
+    sources = sorted(rendered)
+    counts = _gt_token_counts(config, [t for s in sources for t in rendered[s]])
+    if counts is None:
+        return
+    at = 0
+    for source in sources:
+        n = np.asarray(counts[at: at + len(rendered[source])])
+        at += len(rendered[source])
+        fits = int((n <= int(limit)).sum())
+        logger.info("visurf: data_source %r: %d of %d sampled GTs fit max_response_length=%d (GT+EOS tokens "
+                    "%d..%d)", source, fits, len(n), int(limit), int(n.min()), int(n.max()))
+        if fits == 0:
+            raise ValueError(
+                f"visurf: every sampled GT of data_source {source!r} ({len(n)} rows) is longer than the response "
+                f"length {int(limit)} (data.max_response_length): GT + EOS = {int(n.min())}..{int(n.max())} tokens "
+                f"(median {int(np.median(n))}), so each would be skipped as too_long and the source would train as "
+                f"plain GRPO. Raise data.max_response_length to at least {int(n.max())}, or shorten "
+                "visurf.gt_template")
+
+
+def _reward_model_scores(config: DictConfig) -> bool:
+    """verl scores every row with the reward model: ``reward.reward_model.enable`` and no custom
+    function (``RewardLoopWorker.compute_score``, verl/experimental/reward_loop/reward_loop.py)."""
+    return bool(OmegaConf.select(config, "reward.reward_model.enable", default=False)) and not \
+        OmegaConf.select(config, "reward.custom_reward_function.path", default=None)
+
+
 def check_data_sources(config: DictConfig) -> dict[str, str]:
     """Validate every data source of the run's data (module docstring); returns
     ``{data_source: what scores it}``. Raises ValueError naming the source and the fix."""
     from verl.utils.reward_score import default_compute_score  # noqa: F401  (verl must be importable)
 
-    from verl_ext.reward_manager import score_row
     from verl_ext.rewards import no_reward_message
 
+    from verl_ext.visurf.config import visurf_config
+
+    visurf = visurf_config(config.get("visurf"))  # the typed block: its defaults and checks, one home
+    thinking = visurf.gt_thinking_reward
     key = str(OmegaConf.select(config, "data.reward_fn_key", default="data_source") or "data_source")
-    per_split = {split: sample_rows(data_files(config, f"{split}_files"), key) for split in ("train", "val")}
+    rm_scores = _reward_model_scores(config)
+    reward: list = []  # (reward_fn, name), resolved on first use: a file-less run needs none
+
+    def resolved() -> tuple[Callable[..., Any] | None, str]:
+        if not reward:
+            reward.extend((None, "the reward model") if rm_scores else resolve_reward_fn(config))
+        return reward[0], reward[1]
+
+    missing: dict[str, str] = {}
+
+    def missing_problem(source: str) -> str:
+        if source not in missing:
+            missing[source] = _missing_label_problem(resolved()[0], source, thinking)
+        return missing[source]
+
+    def problem(source: str, label: Any) -> str:
+        return label_problem(source, label, visurf, missing_problem)
+
+    scans = {split: scan_labels(data_files(config, f"{split}_files"), key, label_problem_fn=problem)
+             for split in ("train", "val")}
+    per_split = {split: (scan.samples, scan.skipped) for split, scan in scans.items()}
     samples = {source: rows for split in ("val", "train") for source, rows in per_split[split][0].items()}
     skipped = per_split["train"][1] + per_split["val"][1]
     if skipped:
         logger.info("visurf: start-up data-source check skips %s (not local parquet)", ", ".join(skipped))
     if not samples:
         return {}
-    reward_fn, reward_name = resolve_reward_fn(config)
-    user_reward = not reward_name.startswith("the recipe's")
+    reward_fn, reward_name = resolved()
     scored_by: dict[str, str] = {}
+    if rm_scores:
+        scored_by = {source: reward_name for source in samples}
+        logger.info("visurf: every row is scored by the reward model (reward.reward_model.enable=True, no "
+                    "reward.custom_reward_function): the start-up reward probes are skipped")
+    user_reward = not reward_name.startswith("the recipe's")
     no_reward: list[str] = []
     for source, rows in sorted(samples.items()):
+        if rm_scores:
+            continue
         if user_reward:
             scored_by[source] = reward_name
         elif source in DATA_SOURCE_TASK:
@@ -204,17 +426,61 @@ def check_data_sources(config: DictConfig) -> dict[str, str]:
                 "Train them in separate runs, or set reward.custom_reward_function to one function that returns "
                 "the same keys for every source")
 
-    from verl_ext.visurf.config import visurf_config
+    if visurf.enable:
+        _check_gts(config, samples, visurf, reward_fn, scored_by)
+    _handle_label_problems(config, scans, visurf.drop_bad_rows)
+    return scored_by
 
-    visurf = visurf_config(config.get("visurf"))  # the typed block: its defaults and checks, one home
-    if not visurf.enable:
-        return scored_by
+
+def _handle_label_problems(config: DictConfig, scans: dict[str, LabelScan], drop: bool) -> None:
+    """Stop on the rows ``scan_labels`` found bad, naming the first ``MAX_REPORTED`` — or, with
+    ``visurf.drop_bad_rows``, point ``data.<split>_files`` at copies without them (``drop_rows``)."""
+    n_bad = sum(scan.n_problems for scan in scans.values())
+    n_rows = sum(scan.n_rows for scan in scans.values())
+    logger.info("visurf: start-up label check read %d rows, %d bad", n_rows, n_bad)
+    if not n_bad:
+        return
+    if not drop:
+        quoted = [p for scan in scans.values() for p in scan.problems][:MAX_REPORTED]
+        raise ValueError(
+            f"visurf: {n_bad} of {n_rows} rows have a label the reward workers would fail on mid-training: "
+            + "; ".join(quoted) + (" ..." if n_bad > len(quoted) else "")
+            + ". Fix the labels (reward_model.ground_truth), or set visurf.drop_bad_rows=True to train without "
+            "those rows")
+    for split, scan in scans.items():
+        if not scan.bad_rows:
+            continue
+        files = data_files(config, f"{split}_files")
+        for path, rows in scan.bad_rows.items():
+            clean = drop_rows(path, rows)
+            files = [clean if f == path else f for f in files]
+            logger.warning("visurf: visurf.drop_bad_rows=True: dropped %d of the rows of %s (bad labels); "
+                           "training on %s", len(rows), path, clean)
+        OmegaConf.update(config, f"data.{split}_files", files, merge=False)
+
+
+def _check_gts(config: DictConfig, samples: dict[str, list[dict]], visurf: Any,
+               reward_fn: Callable[..., Any] | None, scored_by: dict[str, str]) -> None:
+    """Steps 2-4 of the module docstring on the sampled rows of every source."""
+    from verl_ext.reward_manager import score_row
+    from verl_ext.visurf.reward_control import render_gt
+
     thinking = visurf.gt_thinking_reward
+    rendered: dict[str, list[str]] = {}
     for source, rows in sorted(samples.items()):
         row, problem = _render(rows, source, visurf)
         if row is None:
             raise ValueError(f"visurf: data_source {source!r} gets no GT member: {problem}. Fix the labels "
                              "(reward_model.ground_truth) or visurf.gt_template / visurf.align")
+        texts = []
+        for r in rows:
+            try:
+                texts.append(render_gt(r["ground_truth"], source, align=visurf.align, template=visurf.gt_template))
+            except ValueError:  # missing / bad: counted by the label scan
+                pass
+        rendered[source] = texts
+        if reward_fn is None:
+            continue
         gt = score_row(reward_fn, source, row["gt_text"], row["ground_truth"], row["extra_info"],
                        is_gt=True, gt_thinking_reward=thinking)["score"]
         empty = score_row(reward_fn, source, EMPTY_RESPONSE, row["ground_truth"], row["extra_info"],
@@ -228,4 +494,4 @@ def check_data_sources(config: DictConfig) -> dict[str, str]:
                 "'#### {answer}' (verl's GSM8K), '\\boxed{{answer}}' (verl's MATH / Geometry3K)")
         logger.info("visurf: data_source %r: reward %s, GT %r scores %g (empty response %g)",
                     source, scored_by[source], row["gt_text"], gt, empty)
-    return scored_by
+    _check_gt_lengths(config, rendered)
