@@ -45,3 +45,28 @@ def test_batches_with_images_go_to_verls_function(tiny_model):
         verls, _ = qwen2_vl._get_input_embeds.__wrapped__(tiny_model, input_ids, None, pixels, None, grid)
     assert torch.equal(ours, verls)
     assert not torch.equal(ours, tiny_model.get_input_embeddings()(input_ids))  # the image was scattered in
+
+
+VARIANT = '''
+def _get_input_embeds(model, input_ids, attention_mask=None, pixel_values=None, pixel_values_videos=None,
+                      image_grid_thw=None, video_grid_thw=None{extra}):
+    image_embeds = model.visual(pixel_values, grid_thw=image_grid_thw)
+    return image_embeds
+'''
+
+
+@pytest.mark.parametrize(("extra", "needs"), [("", True), (", second_per_grid_ts=None", False)])
+def test_the_fix_applies_only_to_the_signature_it_was_written_for(tmp_path, monkeypatch, extra, needs):
+    """A verl that keeps the buggy line but adds a parameter is left alone (the replacement would drop
+    the parameter: TypeError at the first text-only batch); the exact 0.9.1 signature is fixed."""
+    import importlib
+
+    from verl_ext.verl_fixes import FIXED_SIGNATURE, _signature, qwen2_vl_text_only_needs_fix
+
+    name = f"verl_variant_{len(extra)}"
+    (tmp_path / f"{name}.py").write_text(VARIANT.format(extra=extra))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    variant = importlib.import_module(name)._get_input_embeds
+    assert qwen2_vl_text_only_needs_fix(variant) is needs
+    assert qwen2_vl_text_only_needs_fix(qwen2_vl._get_input_embeds.__wrapped__)  # verl 0.9.1's own
+    assert _signature(qwen2_vl._get_input_embeds.__wrapped__) == FIXED_SIGNATURE

@@ -12,8 +12,10 @@ own GSM8K parquet cannot train a Qwen2.5-VL model, with or without ViSurf.
 ``fix_qwen2_vl_text_only`` replaces the function with one that does exactly verl's text-only
 branch with the output unpacked (the same dummy image, the same ``0.0 *`` term, so the embeddings
 are ``embed_tokens(input_ids)`` bit for bit) and hands every batch with images or videos to verl's
-own function. It applies only while verl's source still has the unpatched line, so a verl that
-fixed it is left alone. ``verl_ext.registry`` imports this module in every process.
+own function. It applies only to the function it was written for: verl's source still has the
+unpatched line *and* the signature is exactly 0.9.1's (``FIXED_SIGNATURE``) — a verl that fixed the
+line, or that changed the parameters (the replacement forwards them by position), is left alone.
+``verl_ext.registry`` imports this module in every process.
 """
 
 from __future__ import annotations
@@ -23,16 +25,30 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fix_qwen2_vl_text_only", "qwen2_vl_text_only_needs_fix"]
+__all__ = ["FIXED_SIGNATURE", "fix_qwen2_vl_text_only", "qwen2_vl_text_only_needs_fix"]
 
 _BUGGY_LINE = "image_embeds = model.visual(pixel_values, grid_thw=image_grid_thw)\n"
+# verl 0.9.1's verl/models/transformers/qwen2_vl.py::_get_input_embeds, parameter names and defaults
+# (annotations aside), as str(inspect.Signature) writes them
+FIXED_SIGNATURE = "(model, input_ids, attention_mask=None, pixel_values=None, pixel_values_videos=None, " \
+                  "image_grid_thw=None, video_grid_thw=None)"
+
+
+def _signature(fn) -> str:
+    """``fn``'s signature without annotations (names, kinds, defaults)."""
+    sig = inspect.signature(fn)
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+    return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
 
 
 def qwen2_vl_text_only_needs_fix(get_input_embeds) -> bool:
-    """verl's text-only branch uses the vision tower's output without unpacking it."""
+    """verl's text-only branch uses the vision tower's output without unpacking it, in the
+    function this fix was written for (signature ``FIXED_SIGNATURE`` exactly)."""
     try:
+        if _signature(get_input_embeds) != FIXED_SIGNATURE:
+            return False
         return _BUGGY_LINE in inspect.getsource(get_input_embeds)
-    except (OSError, TypeError):
+    except (OSError, TypeError, ValueError):
         return False
 
 
