@@ -35,6 +35,7 @@ from verl_ext.visurf import columns as C
 from verl_ext.visurf.config import visurf_config
 from verl_ext.visurf.group_step import own_groups, row_mask
 from verl_ext.visurf.gt_injection import check_gt_rows
+from verl_ext.visurf.gt_styles import gt_style_metrics
 
 
 def rollout_rows(batch: DataProto) -> np.ndarray:
@@ -48,7 +49,8 @@ def visurf_step_metrics(batch: DataProto) -> dict[str, float]:
     GT reward before/after smoothing, GT advantage mean, share of GT rows that carried signal
     (Â_gt ≠ 0: a smoothed or switched-off GT has Â_gt = 0 exactly), rollout-only reward, reward
     components (``accuracy``, formats, ...) and invalid-answer shares, GT rows injected /
-    switched off / skipped (too long, no or bad label; each skip leaves a pad row).
+    switched off / skipped (too long, no or bad label; each skip leaves a pad row), and the GT
+    style's (``gt_styles.gt_style_metrics``: fallbacks, borrowed share, trained GT tokens).
     """
     nt = batch.non_tensor_batch
     n = len(batch)
@@ -87,6 +89,7 @@ def visurf_step_metrics(batch: DataProto) -> dict[str, float]:
             "visurf/gt_advantage_mean": float(gt_adv.mean()),
             "visurf/gt_signal_share": float((gt_adv != 0).double().mean()),
         })
+        metrics.update(gt_style_metrics(batch))  # borrowed share, fallbacks, trained GT tokens
     return metrics
 
 
@@ -161,14 +164,18 @@ class RayViSurfTrainer(RayPPOTrainer):
     def _log_rollout_data(self, batch: DataProto, reward_extra_infos_dict: dict, timing_raw: dict,
                           rollout_data_dir: str):
         """verl's rollout dump (``trainer.rollout_data_dir``) plus, per row: ``uid``, ``is_gt``,
-        ``is_pad``, the sequence advantage and the response token ids (so GT rows can be checked exactly)."""
+        ``is_pad``, the sequence advantage, the response token ids and their loss mask (so GT rows can be
+        checked exactly)."""
         extra = dict(reward_extra_infos_dict)
         mask = batch.batch["response_mask"].bool()
         extra["uid"] = [str(u) for u in batch.non_tensor_batch["uid"]]
         extra["is_gt"] = row_mask(batch, C.IS_GT).tolist()
         extra["is_pad"] = row_mask(batch, C.IS_PAD).tolist()
         extra["advantage"] = ((batch.batch["advantages"] * mask).sum(-1) / mask.sum(-1).clamp_min(1)).tolist()
-        extra["response_ids"] = [row[m].tolist() for row, m in zip(batch.batch["responses"], mask)]
+        # every response token (GT rows may hold context tokens with response_mask 0: gt_styles) and its loss mask
+        valid = batch.batch["attention_mask"][:, -mask.shape[-1]:].bool()
+        extra["response_ids"] = [row[v].tolist() for row, v in zip(batch.batch["responses"], valid)]
+        extra["response_mask"] = [m[v].int().tolist() for m, v in zip(mask, valid)]
         super()._log_rollout_data(batch, extra, timing_raw, rollout_data_dir)
 
     def _update_actor(self, batch: DataProto) -> DataProto:

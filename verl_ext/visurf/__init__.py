@@ -5,6 +5,8 @@
 - `group_step`: the pure group functions — GT row selection, smoothing (§3.3), all_fail, match
   scores, exact outcome rewrite (`apply_group_step`)
 - `gt_injection`: verl agent-loop glue — the GT / pad agent loops and the agent-loop manager
+- `gt_styles`: the seam for GT construction — one module per `visurf.gt_style` (`template`,
+  `rollout_think`), `visurf.gt_loss_tokens`, the rewrite of GT rows after generation
 - `reward_control`: GT rendering (§3.1) — `align_gt`, `gt_response`
 - `advantage`: `compute_visurf_outcome_advantage` (advantage estimator "visurf")
 - `policy_loss`: `compute_policy_loss_visurf` (policy loss "visurf"), `visurf_policy_loss_terms`,

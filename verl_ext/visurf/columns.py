@@ -15,3 +15,5 @@ GT_SKIPPED = "visurf_gt_skipped"  # str: "" | "too_long" | "no_label" | "bad_lab
 
 # uid suffix of rows that leave their group (inactive GTs, pad rows): a one-member group, advantage 0
 OWN_GROUP_SUFFIX = "/visurf-own-group"
+GT_BORROWED = "visurf_gt_borrowed"  # int: context tokens of a GT row (response_mask 0, e.g. a rollout's think block)
+GT_FALLBACK = "visurf_gt_fallback"  # bool: the GT style proposed nothing that fits; the GT row is the template's

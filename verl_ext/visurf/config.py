@@ -16,9 +16,12 @@ from typing import Any, Optional
 from verl.base_config import BaseConfig
 
 from verl_ext.constants import ANSWER_TEMPLATE, GT_LOSSES, GT_THINKING_REWARDS, INJECT_WHEN, SURROGATE_LOSS_MODES
+from verl_ext.visurf.gt_styles import DEFAULT_GT_STYLE, GT_LOSS_TOKENS, gt_style_names
+from verl_ext.visurf.reward_control import ANSWER_FIELD, check_template, gt_response
 
 __all__ = [
     "ANSWER_FIELD",
+    "GT_LOSS_TOKENS",
     "GT_LOSSES",
     "GT_THINKING_REWARDS",
     "INJECT_WHEN",
@@ -31,14 +34,10 @@ __all__ = [
 ]
 
 # the valid option values live in verl_ext.constants (INJECT_WHEN, GT_THINKING_REWARDS, GT_LOSSES,
-# SURROGATE_LOSS_MODES: one list each) and are re-exported here
-ANSWER_FIELD = "{answer}"
-
-
-def check_template(template: Any) -> None:
-    """ValueError unless ``template`` is a str containing ``{answer}`` exactly once."""
-    if not isinstance(template, str) or template.count(ANSWER_FIELD) != 1:
-        raise ValueError(f"answer template must contain {ANSWER_FIELD} exactly once, got {template!r}")
+# SURROGATE_LOSS_MODES: one list each) and are re-exported here; the GT styles are the modules of
+# verl_ext.visurf.gt_styles (gt_style_names), GT_LOSS_TOKENS is the seam's. The answer template's
+# field and check belong to GT rendering (reward_control), re-exported here: config imports
+# reward_control, never the reverse.
 
 
 def _one_of(name: str, value: Any, options: tuple[str, ...]) -> None:
@@ -67,6 +66,12 @@ class VisurfConfig(BaseConfig):
         gt_loss: the loss on GT rows: "ppo_clip" (the paper), "luffy_shaping" (−Â·π/(π+γ), no
             clip) or "sft" (−Â·log π); rollout rows always use the clipped surrogate.
         luffy_gamma: γ > 0 of the LUFFY shaping.
+        gt_style: what the GT member answers — a module of ``verl_ext.visurf.gt_styles``:
+            "template" (the paper's: the rendered GT text alone) or "rollout_think" (the think block
+            of the group's best rollout that has one, as context with ``response_mask`` 0, then the
+            GT text; groups without one fall back to "template").
+        gt_loss_tokens: the GT tokens that train: "all" (the paper's) or "answer" (the leading
+            tokens before the label — ``<answer>``, a template's think block — get ``response_mask`` 0).
         num_rollouts: G, the sampled rollouts per prompt; derived by the recipe from the user's
             ``actor_rollout_ref.rollout.n`` (None until then).
         success_threshold: ``inject_when=all_fail`` with a reward that is not the recipe's (a
@@ -90,6 +95,8 @@ class VisurfConfig(BaseConfig):
     gt_loss: str = "ppo_clip"
     luffy_gamma: float = 0.1
     num_rollouts: Optional[int] = None
+    gt_style: str = DEFAULT_GT_STYLE
+    gt_loss_tokens: str = "all"
     success_threshold: Optional[float] = None
     drop_bad_rows: bool = False
     _target_: str = "verl_ext.visurf.config.VisurfConfig"
@@ -101,6 +108,8 @@ class VisurfConfig(BaseConfig):
         _one_of("inject_when", self.inject_when, INJECT_WHEN)
         _one_of("gt_thinking_reward", self.gt_thinking_reward, GT_THINKING_REWARDS)
         _one_of("gt_loss", self.gt_loss, GT_LOSSES)
+        _one_of("gt_style", self.gt_style, gt_style_names())
+        _one_of("gt_loss_tokens", self.gt_loss_tokens, GT_LOSS_TOKENS)
         check_template(self.gt_template)
         gamma = self.luffy_gamma
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
@@ -113,8 +122,6 @@ class VisurfConfig(BaseConfig):
 
     def gt_response(self, ground_truth: Any, task: str) -> str:
         """The GT response text for a label under these switches (``reward_control.gt_response``)."""
-        from verl_ext.visurf.reward_control import gt_response
-
         return gt_response(ground_truth, task, align=self.align, template=self.gt_template)
 
 

@@ -279,7 +279,8 @@ def group_reward_step(
 
 def set_outcome_scores(token_scores: torch.Tensor, response_mask: torch.Tensor, scores: torch.Tensor) -> None:
     """In place: make ``token_scores[i].sum() == scores[i]`` by rewriting the last valid response
-    token (where verl puts outcome rewards): ``last := scores - (row sum - last)``. Exact when the
+    token (where verl puts outcome rewards; valid = ``response_mask``, the caller passes the response
+    part of the attention mask): ``last := scores - (row sum - last)``. Exact when the
     other tokens are 0, so a smoothed GT equals the rollout mean bit for bit.
     Rows without response tokens are left alone."""
     length = response_mask.sum(-1).long()
@@ -327,6 +328,11 @@ def apply_group_step(
             solved = task_solved(scores, uids, is_gt, nt.get("data_source"), nt.get("accuracy"),
                                  success_threshold, task_thresholds)
         new_scores, active = group_reward_step(scores, uids, is_gt, smoothing, inject_when, match, solved)
-        set_outcome_scores(token_scores, batch.batch["response_mask"], new_scores)
+        # the last token of the response's attention mask, where verl puts the outcome reward (GT rows
+        # whose leading tokens are context, gt_styles, have response_mask 0 there); response_mask when
+        # the batch has no attention mask
+        valid = (batch.batch["attention_mask"][:, -token_scores.shape[-1]:] if "attention_mask" in batch.batch.keys()
+                 else batch.batch["response_mask"])
+        set_outcome_scores(token_scores, valid, new_scores)
     nt[C.GT_ACTIVE] = active
     nt[C.GT_SCORE_RAW] = raw

@@ -7,8 +7,11 @@ and this module turns one copy per group into the ground-truth member:
 * ``VisurfAgentLoopManager`` (``agent_loop_manager_class``): picks the GT copy of every group
   (``group_step.gt_copy_roles``), marks it ``agent_name="visurf_gt"`` with its aligned GT text,
   adds the ``is_gt`` column to the output (a batch column, so it survives verl's reordering),
-  and runs the group step of reward control (``group_step.apply_group_step``: smoothing,
-  ``inject_when=all_fail``) where the whole batch of ``rm_scores`` is first visible.
+  builds the GT rows in the configured GT style once every rollout is done and scored
+  (``gt_styles.build_gt_rows``, e.g. ``rollout_think``: a rollout's think block then the GT answer;
+  rows whose tokens changed are rescored by verl's reward workers), and runs the group step of
+  reward control (``group_step.apply_group_step``: smoothing, ``inject_when=all_fail``) where the
+  whole batch of ``rm_scores`` is first visible.
   Validation batches are passed through untouched.
 * ``VisurfGTAgentLoop`` (verl agent loop ``visurf_gt``): the single-turn agent loop with the
   sampler replaced by the tokenised GT + EOS, so prompt ids, images, ``multi_modal_inputs``,
@@ -39,7 +42,8 @@ from verl_ext.rewards.labels import is_missing, label_key
 from verl_ext.visurf import columns as C
 from verl_ext.visurf.config import VisurfConfig, visurf_config
 from verl_ext.visurf.group_step import apply_group_step, group_ids, gt_copy_roles, row_mask
-from verl_ext.visurf.reward_control import render_gt
+from verl_ext.visurf.gt_styles import build_gt_rows
+from verl_ext.visurf.reward_control import label_start, render_gt
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +250,45 @@ class VisurfAgentLoopManager(AgentLoopManager):
                 f"in the batch was rejected ({why}). Fix the labels (reward_model.ground_truth) or "
                 f"visurf.gt_template / visurf.align; the run would otherwise be plain GRPO on this source")
 
+    def _build_gt_rows(self, out: DataProto, prompts: DataProto) -> None:
+        """The GT style's rows (``gt_styles.build_gt_rows``: ``visurf.gt_style``, ``visurf.gt_loss_tokens``)
+        once every rollout of the batch is done and scored; GT rows whose tokens changed are rescored
+        by verl's reward workers exactly as the agent loops score a trajectory."""
+        changed = build_gt_rows(
+            out, prompts.non_tensor_batch["uid"], prompts.non_tensor_batch[C.GT_TEXT], style=self.visurf.gt_style,
+            loss_tokens=self.visurf.gt_loss_tokens, label_start=label_start(self.visurf.gt_template),
+            tokenizer=self.visurf_tokenizer)
+        if len(changed) and "rm_scores" in out.batch.keys():
+            self._rescore(out, prompts, changed)
+
+    def _rescore(self, out: DataProto, prompts: DataProto, rows: np.ndarray) -> None:
+        """Score ``rows`` of ``out`` again with verl's reward-loop workers (``compute_score_batch``, the
+        call verl's ``RewardLoopManager.compute_rm_score`` makes): the rows' tensors from ``out``, their
+        non-tensor columns (data_source, reward_model, extra_info, is_gt, ...) from ``prompts``, as
+        verl's agent loop sends them. ``rm_scores`` gets the new score at the last valid response
+        token (verl's ``_postprocess``), ``reward_extra_info`` columns the new values."""
+        handles = self.reward_loop_worker_handles
+        if not handles:
+            raise RuntimeError("visurf.gt_style rewrote GT rows but verl gave the agent-loop manager no reward "
+                               "workers to rescore them")
+        keys = ("prompts", "responses", "response_mask", "input_ids", "attention_mask", "position_ids")
+        sub = DataProto.from_dict(tensors={k: out.batch[k][torch.from_numpy(rows)] for k in keys},
+                                  non_tensors={k: v[rows] for k, v in prompts.non_tensor_batch.items()})
+        parts = [p for p in np.array_split(np.arange(len(rows)), min(len(handles), len(rows))) if len(p)]
+        results = [r for chunk in ray.get([h.compute_score_batch.remote(sub.select_idxs(p))
+                                           for h, p in zip(handles, parts)]) for r in chunk]
+        rm = out.batch["rm_scores"]
+        R = rm.shape[-1]
+        idx = torch.from_numpy(rows)
+        last = out.batch["attention_mask"][idx, -R:].sum(-1) - 1
+        rm[idx] = 0
+        rm[idx, last] = torch.tensor([r["reward_score"] for r in results], dtype=rm.dtype)
+        for key in out.meta_info.get("reward_extra_keys", []):
+            column = out.non_tensor_batch[key]
+            if column.dtype.kind in "US":  # fixed-width strings would truncate longer values
+                column = out.non_tensor_batch[key] = column.astype(object)
+            column[rows] = [r["reward_extra_info"][key] for r in results]
+
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         self._visurf_setup()
         if not self.visurf.enable or prompts.meta_info.get("validate", False) or "uid" not in prompts.non_tensor_batch:
@@ -257,6 +300,7 @@ class VisurfAgentLoopManager(AgentLoopManager):
         out.non_tensor_batch[C.IS_GT] = is_gt
         out.non_tensor_batch[C.IS_PAD] = is_pad
         out.non_tensor_batch[C.GT_SKIPPED] = skipped
+        self._build_gt_rows(out, prompts)
         apply_group_step(out, prompts.non_tensor_batch["uid"], self.visurf.smoothing, self.visurf.inject_when,
                          self.visurf.gt_thinking_reward, self.visurf.success_threshold, self.visurf_task_thresholds)
         return out

@@ -19,12 +19,24 @@ import numpy as np
 
 from verl_ext.constants import ANSWER_TEMPLATE, BBOX_KEY, DATA_SOURCE_TASK, POINT_KEY, TASKS
 from verl_ext.rewards.labels import answer_label, is_missing, parse_task_label
-from verl_ext.visurf.config import ANSWER_FIELD as _ANSWER_FIELD
-from verl_ext.visurf.config import check_template as _check_template
 
-__all__ = ["align_gt", "gt_response", "render_gt"]
+__all__ = ["ANSWER_FIELD", "align_gt", "check_template", "gt_response", "label_start", "render_gt"]
 
 _LABEL_REPR_CHARS = 200  # a bad label is quoted in the error message up to this many characters
+ANSWER_FIELD = "{answer}"  # where the answer goes in an answer template (visurf.gt_template)
+
+
+def check_template(template: Any) -> None:
+    """ValueError unless ``template`` is a str containing ``{answer}`` exactly once."""
+    if not isinstance(template, str) or template.count(ANSWER_FIELD) != 1:
+        raise ValueError(f"answer template must contain {ANSWER_FIELD} exactly once, got {template!r}")
+
+
+def label_start(template: str) -> int:
+    """Where the label begins in a GT rendered with ``template``: the length of its part before
+    ``{answer}`` (``render_gt`` and ``align_gt`` put the label there and nowhere else)."""
+    check_template(template)
+    return template.index(ANSWER_FIELD)
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,12 +92,12 @@ def align_gt(ground_truth: Any, task: str, template: str = ANSWER_TEMPLATE) -> s
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    _check_template(template)
+    check_template(template)
     try:
         answer = _aligned_answer(ground_truth, task)
     except ValueError as e:
         raise ValueError(f"bad {task} label {_label_repr(ground_truth)}: {e}") from None
-    return template.replace(_ANSWER_FIELD, answer)
+    return template.replace(ANSWER_FIELD, answer)
 
 
 def render_gt(ground_truth: Any, data_source: str, *, align: bool = True, template: str = ANSWER_TEMPLATE) -> str:
@@ -100,7 +112,7 @@ def render_gt(ground_truth: Any, data_source: str, *, align: bool = True, templa
 
     Raises ValueError (the label quoted) for a missing label or one that cannot be rendered.
     """
-    _check_template(template)
+    check_template(template)
     task = DATA_SOURCE_TASK.get(data_source)
     if task is not None and align:
         return align_gt(ground_truth, task, template)
@@ -116,7 +128,7 @@ def _label_in_template(ground_truth: Any, what: str, template: str) -> str:
         answer = answer_label(ground_truth)
     except ValueError as e:
         raise ValueError(f"bad {what} label {_label_repr(ground_truth)}: {e}") from None
-    return template.replace(_ANSWER_FIELD, answer)
+    return template.replace(ANSWER_FIELD, answer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,5 +139,5 @@ def gt_response(ground_truth: Any, task: str, *, align: bool = True, template: s
     template (the "no alignment" ablation). ValueError (the label quoted) for a bad label."""
     if align:
         return align_gt(ground_truth, task, template)
-    _check_template(template)
+    check_template(template)
     return _label_in_template(ground_truth, task, template)
