@@ -310,3 +310,32 @@ def test_fallback_when_the_borrowed_think_block_does_not_fit(tok):
     m = gt_style_metrics(batch)
     assert m["visurf/gt_think_fallback"] == 2.0  # u1 (too long) and u2 (no think block)
     assert m["visurf/gt_borrowed_share"] == pytest.approx(1 / 3)
+
+
+def test_no_import_cycle_between_config_and_gt_rendering_nor_back_into_the_reward_manager():
+    """Issue 18.4: config imports GT rendering (reward_control) and the seam, never the reverse; the
+    start-up check takes score_row from verl_ext.visurf.scoring, not from the reward manager."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    visurf = root / "verl_ext" / "visurf"
+    for path in [visurf / "reward_control.py", visurf / "scoring.py", *sorted((visurf / "gt_styles").glob("*.py"))]:
+        assert "verl_ext.visurf.config" not in imported(path), path
+    assert "verl_ext.reward_manager" not in imported(visurf / "source_check.py")
+    code = ("import sys, verl_ext.visurf.reward_control, verl_ext.visurf.gt_styles.rollout_think; "
+            "print('verl_ext.visurf.config' in sys.modules, 'verl' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]  # GT rendering and the styles load without config or verl

@@ -24,7 +24,7 @@ And on the first ``SAMPLE_ROWS`` rows of every ``data_source`` (the column ``dat
    (``render_gt``), else ``ValueError`` naming the source and the renderer's message.
 3. **a GT worth injecting** (``visurf.enable``) — the rendered GT of the first such label,
    scored as the GT row (``is_gt=True``) exactly as the reward workers score it
-   (``reward_manager.score_row``), must score more than an empty response. Otherwise
+   (``verl_ext.visurf.scoring.score_row``), must score more than an empty response. Otherwise
    ``visurf.gt_template`` does not follow the reward's answer convention (verl's GSM8K scorer
    gives ``<answer>72</answer>`` 0: it reads ``#### 72``) and the GT member would teach nothing.
 4. **a GT that fits** (``visurf.enable``, when the actor's tokenizer loads in the driver) — the
@@ -272,7 +272,7 @@ def _missing_label_problem(reward_fn: Callable[..., Any] | None, source: str, th
     the reward check."""
     if reward_fn is None:  # a reward model scores the rows
         return ""
-    from verl_ext.reward_manager import score_row
+    from verl_ext.visurf.scoring import score_row
 
     try:
         score_row(reward_fn, source, EMPTY_RESPONSE, None, {}, is_gt=False, gt_thinking_reward=thinking)
@@ -462,7 +462,7 @@ def _handle_label_problems(config: DictConfig, scans: dict[str, LabelScan], drop
 def _check_gts(config: DictConfig, samples: dict[str, list[dict]], visurf: Any,
                reward_fn: Callable[..., Any] | None, scored_by: dict[str, str]) -> None:
     """Steps 2-4 of the module docstring on the sampled rows of every source."""
-    from verl_ext.reward_manager import score_row
+    from verl_ext.visurf.scoring import score_row
     from verl_ext.visurf.reward_control import render_gt
 
     thinking = visurf.gt_thinking_reward
