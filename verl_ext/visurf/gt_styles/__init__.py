@@ -57,7 +57,7 @@ __all__ = [
     "write_gt_responses",
 ]
 
-DEFAULT_GT_STYLE = "template"  # the paper's setting (METHOD.md §1.2, §3.1)
+DEFAULT_GT_STYLE = "template"  # the paper's setting (docs/METHOD.md §1.2, §3.1)
 GT_LOSS_TOKENS = ("all", "answer")  # visurf.gt_loss_tokens
 
 

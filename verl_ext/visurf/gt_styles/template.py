@@ -1,4 +1,4 @@
-"""GT style ``template`` (the paper's setting, METHOD.md §1.2 / §3.1): the GT member answers with the
+"""GT style ``template`` (the paper's setting, docs/METHOD.md §1.2 / §3.1): the GT member answers with the
 rendered GT text alone — ``visurf.gt_template`` around the aligned label — every token trained."""
 
 from __future__ import annotations
