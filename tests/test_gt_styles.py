@@ -339,3 +339,29 @@ def test_no_import_cycle_between_config_and_gt_rendering_nor_back_into_the_rewar
             "print('verl_ext.visurf.config' in sys.modules, 'verl' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]  # GT rendering and the styles load without config or verl
+
+
+def test_rollout_think_on_text_only_rows_with_1d_positions_and_a_custom_template(tok):
+    """A text-only source (verl's GSM8K: ``visurf.gt_template='#### {answer}'``, a text model's 1-D
+    positions): the think block of the best rollout, then ``#### 7``; positions as verl computes
+    them (``compute_position_id_with_mask``)."""
+    from verl.utils.model import compute_position_id_with_mask
+
+    batch = hand_batch(tok)
+    t = batch.batch
+    t["position_ids"] = compute_position_id_with_mask(t["attention_mask"])
+    is_gt = batch.non_tensor_batch[C.IS_GT]
+    texts = np.where(is_gt, "#### 7", "").astype(object)
+    build_gt_rows(batch, batch.non_tensor_batch["uid"], texts, style="rollout_think", loss_tokens="answer",
+                  label_start=label_start("#### {answer}"), tokenizer=tok)
+    g1 = row_of(batch, "u1", True)
+    best = enc(tok, GROUPS["u1"][1][0])
+    assert valid_ids(batch, g1) == best[:8] + enc(tok, ">#### 7")
+    assert tok.decode(valid_ids(batch, g1), skip_special_tokens=True) == "<think>blue square left</think>#### 7"
+    assert torch.equal(t["position_ids"], compute_position_id_with_mask(t["attention_mask"]))
+    n_masked = text_prefix_tokens(tok, enc(tok, ">#### 7"), len(">#### "))
+    assert n_masked >= 1  # ">####" (and the space) end before the label "7"
+    mask = t["response_mask"][g1].tolist()
+    assert mask[: 8 + n_masked] == [0] * (8 + n_masked) and mask[8 + n_masked] == 1
+    assert tok.decode(t["responses"][g1, 8 + n_masked: int(t["attention_mask"][g1, P:].sum())].tolist(),
+                      skip_special_tokens=True) == "7"
