@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from verl_ext.visurf import columns as C
+from verl_ext.visurf.group_step import row_mask
 
 __all__ = [
     "DEFAULT_GT_STYLE",
@@ -48,6 +49,7 @@ __all__ = [
     "GTRequest",
     "GTResponse",
     "build_gt_rows",
+    "choose_gt_response",
     "compose_gt_response",
     "gt_style_metrics",
     "gt_style_names",
@@ -237,14 +239,25 @@ def write_gt_responses(batch: Any, rows: np.ndarray, ids: list[list[int]], masks
 # ------------------------------------------------------------------------------------------
 # The batch step
 # ------------------------------------------------------------------------------------------
-def _group_rollouts(batch: Any, uids: np.ndarray, is_gt: np.ndarray, sampled: np.ndarray) -> dict[Any, np.ndarray]:
+def _group_rollouts(uids: np.ndarray, is_gt: np.ndarray, sampled: np.ndarray) -> dict[Any, list[int]]:
     """uid -> row indices of its sampled rollouts (batch order), for the groups that have a GT row."""
-    gt_uids = set(uids[is_gt].tolist())
-    rows = np.nonzero(sampled & np.isin(uids, list(gt_uids)))[0]
     out: dict[Any, list[int]] = {}
-    for r in rows.tolist():
+    for r in np.nonzero(sampled & np.isin(uids, uids[is_gt]))[0].tolist():
         out.setdefault(uids[r], []).append(r)
-    return {u: np.asarray(v) for u, v in out.items()}
+    return out
+
+
+def choose_gt_response(build, request: GTRequest, loss_tokens: str,
+                       max_tokens: int) -> tuple[GTResponse, list[int], list[int], bool]:
+    """The first of the style's proposals whose ids fit ``max_tokens``, composed
+    (``compose_gt_response``); none: the ``template`` response. Returns ``(response, ids, loss mask,
+    fallback)``."""
+    for proposal in build(request):
+        ids, mask = compose_gt_response(proposal, request.tokenizer, loss_tokens)
+        if len(ids) <= max_tokens:
+            return proposal, ids, mask, False
+    proposal = template_response(request)
+    return (proposal, *compose_gt_response(proposal, request.tokenizer, loss_tokens), True)
 
 
 def build_gt_rows(batch: Any, uids: Sequence[Any], gt_texts: Sequence[str], *, style: str, loss_tokens: str,
@@ -262,8 +275,6 @@ def build_gt_rows(batch: Any, uids: Sequence[Any], gt_texts: Sequence[str], *, s
     ``GT_FALLBACK`` (bool). With ``style="template"`` and ``loss_tokens="all"`` nothing is rewritten
     (the GT agent loop already produced exactly that response).
     """
-    from verl_ext.visurf.group_step import row_mask
-
     n = len(batch)
     uids = np.asarray(uids, dtype=object)
     is_gt = row_mask(batch, C.IS_GT)
@@ -277,26 +288,17 @@ def build_gt_rows(batch: Any, uids: Sequence[Any], gt_texts: Sequence[str], *, s
         valid_len = t["attention_mask"][:, -R:].sum(-1).tolist()
         rewards = t["rm_scores"].sum(-1).tolist() if "rm_scores" in t.keys() else [0.0] * n
         sampled = ~is_gt & ~row_mask(batch, C.IS_PAD)
-        groups = _group_rollouts(batch, uids, is_gt, sampled)
+        groups = _group_rollouts(uids, is_gt, sampled)
         responses = t["responses"]
         rows, new_ids, new_masks = [], [], []
         for g in np.nonzero(is_gt)[0].tolist():
-            members = groups.get(uids[g], np.zeros(0, dtype=np.int64)).tolist()
+            members = groups.get(uids[g], [])
             request = GTRequest(
                 gt_text=str(gt_texts[g]), label_start=label_start,
                 rollout_ids=[responses[r, : valid_len[r]].tolist() for r in members],
                 rollout_rewards=[float(rewards[r]) for r in members], tokenizer=tokenizer)
-            chosen = None
-            for proposal in build(request):
-                ids, mask = compose_gt_response(proposal, tokenizer, loss_tokens)
-                if len(ids) <= R:
-                    chosen = (proposal, ids, mask)
-                    break
-            if chosen is None:
-                fallback[g] = True
-                proposal = template_response(request)
-                ids, mask = compose_gt_response(proposal, tokenizer, loss_tokens)
-                chosen = (proposal, ids, mask)
+            chosen = choose_gt_response(build, request, loss_tokens, R)
+            fallback[g] = chosen[3]
             borrowed[g] = len(chosen[0].context_ids)
             rows.append(g)
             new_ids.append(chosen[1])
@@ -321,8 +323,6 @@ def gt_style_metrics(batch: Any) -> dict[str, float]:
     * ``gt_borrowed_share``: share of GT rows with borrowed context tokens (``GT_BORROWED`` > 0);
     * ``gt_trained_tokens_mean``: mean number of GT tokens that train (``response_mask`` 1).
     """
-    from verl_ext.visurf.group_step import row_mask
-
     is_gt = row_mask(batch, C.IS_GT)
     if not is_gt.any():
         return {}
