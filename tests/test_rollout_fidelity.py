@@ -6,7 +6,7 @@ seconds (``trained_dir``), whose outputs depend on the positions, and check thre
 against a full-input transformers forward (``verl_ext.model_inputs.build_model_inputs``):
 
 * the ``hf`` rollout server's greedy log-probs (max abs diff < 1e-4, fp32);
-* the server's samples with a fixed seed equal ``model.generate(**processor(text, images))``;
+* the server's samples are inverse-CDF draws with the request's own seeded uniforms from that forward;
 * verl's actor ``old_log_prob`` (verl's own agent-loop post-processing for positions and
   multi-modal inputs, ``ActorRolloutRefWorker`` on FSDP2 with the recipe's CPU settings,
   ``RayPPOTrainer._compute_old_log_prob``) on a server rollout, in a child process because
@@ -203,29 +203,35 @@ def test_server_greedy_log_probs_equal_a_full_input_forward(case):
     assert (torch.tensor(out.log_probs) - text_only).abs().max().item() > 1e-2
 
 
-def test_server_samples_the_tokens_model_generate_samples(case):
-    server, processor, text, prompt_ids, image = case
-    torch.manual_seed(123)
-    out = asyncio.run(server.generate(prompt_ids, {"temperature": 1.0, "max_tokens": MAX_NEW}, "s",
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_server_samples_are_inverse_cdf_draws_from_a_full_input_forward(case, temperature):
+    """The server's sample is what inverse-CDF sampling with the request's own uniforms
+    (``request_seed``: rollout seed, step, request id) gives on a teacher-forced full-input forward
+    of the same model, blocked vision tokens removed, logits divided by the temperature."""
+    from verl_ext.cpu.hf_rollout import inverse_cdf_sample, request_seed, vision_token_ids
+    from verl_ext.model_inputs import build_model_inputs
+
+    server, processor, _, prompt_ids, image = case
+    out = asyncio.run(server.generate(prompt_ids, {"temperature": temperature, "max_tokens": MAX_NEW}, "det-3",
                                       image_data=[image]))
-    inputs = processor(text=[text], images=[image], return_tensors="pt")
-    torch.manual_seed(123)
+    inputs = build_model_inputs(processor, prompt_ids + out.token_ids, [image])
     with torch.no_grad():
-        ref = server.model.generate(**inputs, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                    max_new_tokens=MAX_NEW, suppress_tokens=server.blocked_ids,
-                                    pad_token_id=processor.tokenizer.pad_token_id,
-                                    eos_token_id=processor.tokenizer.eos_token_id)
-    ref_ids = ref[0, inputs["input_ids"].shape[1]:].tolist()
-    eos = processor.tokenizer.eos_token_id
-    ref_ids = ref_ids[:ref_ids.index(eos) + 1] if eos in ref_ids else ref_ids
-    assert out.token_ids == ref_ids, (processor.decode(out.token_ids), processor.decode(ref_ids))
+        logits = server.model(**inputs).logits[0, len(prompt_ids) - 1:-1].double() / temperature
+    logits[:, vision_token_ids(server.model.config)] = -float("inf")
+    log_probs = torch.log_softmax(logits, -1)
+    seed = request_seed(server.seed, server.global_steps, "det-3", len(prompt_ids))
+    u = torch.rand(MAX_NEW, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))[:len(out.token_ids)]
+    assert inverse_cdf_sample(log_probs, u).tolist() == out.token_ids
+    forced = log_probs.gather(-1, torch.tensor(out.token_ids)[:, None]).squeeze(-1)
+    assert (torch.tensor(out.log_probs, dtype=torch.float64) - forced).abs().max().item() < 1e-4
+    assert len(set(out.token_ids)) > 3  # a real sample, not a constant
 
 
 def test_concurrent_requests_are_batched_and_each_row_is_what_a_lone_call_gives(case, trained_dir):
     """Requests that wait for the server are generated as one left-padded batch per set of equal
-    sampling params; every row's log-probs still equal its own full-input forward."""
+    sampling params and prompt width; every row's log-probs still equal its own full-input forward."""
     from data_prep.synthetic import grounding_sample
-    from verl_ext.cpu.hf_rollout import vision_token_ids
+    from verl_ext.cpu.hf_rollout import prompt_width, vision_token_ids
     from verl_ext.model_inputs import build_model_inputs
 
     server, processor, _, _, _ = case
@@ -237,22 +243,23 @@ def test_concurrent_requests_are_batched_and_each_row_is_what_a_lone_call_gives(
     assert len({len(ids) for ids, _ in prompts}) == 3
     greedy, sampled = {"temperature": 0, "max_tokens": MAX_NEW}, {"temperature": 1.0, "max_tokens": MAX_NEW}
     sizes = []
-    real_generate = server.model.generate
+    real_batch = server._generate_batch
 
-    def recording_generate(**kwargs):
-        sizes.append(kwargs["input_ids"].shape[0])
-        return real_generate(**kwargs)
+    def recording_batch(requests, kwargs):
+        sizes.append(len(requests))
+        return real_batch(requests, kwargs)
 
     async def run_all():
         calls = [(prompts[0], greedy), (prompts[0], sampled), (prompts[1], greedy), (prompts[2], greedy)]
         return await asyncio.gather(*(server.generate(ids, params, f"r{i}", image_data=[image])
                                       for i, ((ids, image), params) in enumerate(calls)))
 
-    server.model.generate = recording_generate
+    server._generate_batch = recording_batch
     try:
         outs = asyncio.run(run_all())
     finally:
-        del server.model.generate
+        del server._generate_batch
+    assert prompt_width(len(prompts[1][0])) == prompt_width(len(prompts[2][0]))
     assert sizes == [1, 1, 2]  # first caller alone; then the sampled one; then both waiting greedy ones together
     blocked = vision_token_ids(server.model.config)
     for (ids, image), out in zip([prompts[0], prompts[0], prompts[1], prompts[2]], outs):

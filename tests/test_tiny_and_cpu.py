@@ -94,15 +94,6 @@ def test_fixed_3d_position_ids_relabel_only_the_dim2_layout():
     assert [t.shape for t in data["position_ids"].unbind()] == [(4, 6), (4, 6)]
 
 
-def test_sampled_log_probs_is_a_vectorised_gather():
-    from verl_ext.cpu.hf_rollout import sampled_log_probs
-
-    scores = tuple(torch.randn(1, 11) for _ in range(4))
-    ids = torch.tensor([3, 0, 10, 5])
-    expected = torch.stack([torch.log_softmax(s[0], -1)[t] for s, t in zip(scores, ids)])
-    torch.testing.assert_close(sampled_log_probs(scores, ids), expected)
-
-
 def test_hf_server_generates_with_images_never_samples_vision_tokens_and_syncs_weights(tiny_model_dir):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -43,9 +43,14 @@ def _expected_image_tokens(processor, image_grid_thw: torch.Tensor) -> int:
     return int(image_grid_thw.prod(-1).sum()) // (merge * merge)
 
 
-def _left_pad(token_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, L]`` ids left-padded with ``pad_id`` and the matching 0/1 attention mask (decoder-only batching)."""
-    width = max(len(ids) for ids in token_ids)
+def _left_pad(token_ids: Sequence[Sequence[int]], pad_id: int,
+              width: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, L]`` ids left-padded with ``pad_id`` and the matching 0/1 attention mask (decoder-only
+    batching); ``L = width`` when given (at least the longest row), else the longest row."""
+    longest = max(len(ids) for ids in token_ids)
+    if width is not None and width < longest:
+        raise ValueError(f"width {width} is shorter than the longest row ({longest} tokens)")
+    width = longest if width is None else width
     input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
     for row, ids in enumerate(token_ids):
@@ -72,11 +77,13 @@ def require_complete(processor, inputs: dict[str, Any], where: str = "model inpu
 
 
 def build_model_inputs(processor, token_ids: Sequence[int] | Sequence[Sequence[int]],
-                       images: Optional[Sequence[Any]] = None, pad_token_id: Optional[int] = None):
+                       images: Optional[Sequence[Any]] = None, pad_token_id: Optional[int] = None,
+                       width: Optional[int] = None):
     """Complete model inputs for token ids that already contain the expanded image placeholders.
 
     ``token_ids``: one sequence or a batch (left-padded with ``pad_token_id``, default the
-    tokenizer's pad id); ``images``: all images of the batch in placeholder order.
+    tokenizer's pad id) to ``width`` tokens (default: the longest row); ``images``: all images of
+    the batch in placeholder order.
     Returns a ``BatchFeature`` of ``[B, L]`` ``input_ids`` / ``attention_mask`` /
     ``mm_token_type_ids`` (``processor.create_mm_token_type_ids``: 0 text, 1 image, 2 video)
     and the image tensors of the processor's own image processor (``processor.image_processor(images)``:
@@ -93,7 +100,7 @@ def build_model_inputs(processor, token_ids: Sequence[int] | Sequence[Sequence[i
     if pad_token_id is None:
         tokenizer = getattr(processor, "tokenizer", processor)
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids, attention_mask = _left_pad(batch, int(pad_token_id))
+    input_ids, attention_mask = _left_pad(batch, int(pad_token_id), width)
     data: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
     if needs_mm_token_type_ids(processor):
         # the processor's own rule, applied to the padded ids (pads are text, type 0, as in processor(padding=True))

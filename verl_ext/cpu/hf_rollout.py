@@ -15,8 +15,18 @@ provides the same two halves with plain ``transformers``:
   ``<|image_pad|>`` and the next actor forward fails on an image-token count mismatch; the
   sampler's distribution thus differs from the actor's by the blocked tokens' mass, ~1e-5 for
   a trained model). Requests that arrive while a batch is generating are generated together
-  (one left-padded batch per set of equal sampling params): ~2x less generation time per
-  CPU step for the demo's G=2 x 4 prompts.
+  (one left-padded batch per set of equal sampling params and prompt-width bucket): ~2x less
+  generation time per CPU step for the demo's G=2 x 4 prompts.
+
+  Deterministic: every request samples with its own generator, seeded from the rollout seed
+  (``actor_rollout_ref.rollout.seed``), the trainer step of the weights it samples from and its
+  request id (``det-<row>`` under ``rollout.full_determinism``, which the CPU config turns on:
+  verl's ``single_turn_agent_loop.py`` line 69) — vllm's per-request ``seed`` in the same
+  protocol (``vllm_async_server.py`` line 627). A row's numbers do not depend on which other
+  requests share its batch: each row is left-padded to a width fixed by its own length
+  (``prompt_width``) and small batches are filled to ``MIN_ROWS`` rows (CPU matmuls take other
+  code paths for 1-3 rows; checked in ``tests/test_determinism.py``). So the batching, which
+  depends on arrival timing, never changes a sample: the same command gives the same rollouts.
 * ``HFCPUReplica`` (``RolloutReplicaRegistry["hf"]``) — launches/looks up the server actor.
 * ``HFServerAdapter`` (``_ROLLOUT_REGISTRY[("hf", "async")]``) — lives in the actor worker and
   forwards updated weights to the server.
@@ -25,6 +35,7 @@ provides the same two halves with plain ``transformers``:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -32,6 +43,7 @@ from typing import Any, Optional
 
 import ray
 import torch
+from transformers import LogitsProcessor
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY, BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
@@ -39,6 +51,8 @@ from verl_ext.model_inputs import build_model_inputs
 
 logger = logging.getLogger(__name__)
 ROLLOUT_NAME = "hf"
+WIDTH_MULTIPLE = 64  # prompt-width bucket: a row is left-padded to its length rounded up to this
+MIN_ROWS = 4  # a batch of fewer requests is filled with copies to this many rows (row-invariant numbers)
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -52,16 +66,56 @@ def vision_token_ids(config) -> list[int]:
     return sorted({t for t in (getattr(config, n, None) for n in names) if t is not None})
 
 
-def sampled_log_probs(scores: tuple[torch.Tensor, ...], token_ids: torch.Tensor) -> torch.Tensor:
-    """log p(token_t) under the processed (temperature/top-k/top-p) logits HF sampled from.
+def request_seed(run_seed: int, step: Optional[int], request_id: str, prompt_len: int) -> int:
+    """Seed of one request's sampler: the first 8 bytes of ``blake2b("run_seed/step/request_id/prompt_len")``.
 
-    ``scores``: tuple of T tensors [B, V] (HF ``output_scores``); ``token_ids``: [B, T] (or [T]
-    when B = 1). Returns float32 of ``token_ids``' shape: ``log_softmax(scores_t)[b, token_{b,t}]``,
-    one gather per step (never a [B, T, V] copy: V is 152k for the real model).
+    ``step``: the trainer step of the weights being sampled; ``request_id``: verl's ``det-<row>``
+    under ``rollout.full_determinism`` (a fresh uuid otherwise, i.e. unseeded); ``prompt_len``
+    tells the turns of one multi-turn request apart (verl reuses its id for every turn).
     """
-    ids = token_ids.reshape(scores[0].shape[0], len(scores))
-    steps = [torch.log_softmax(s.float(), -1).gather(-1, ids[:, t, None]) for t, s in enumerate(scores)]
-    return torch.cat(steps, dim=-1).reshape(token_ids.shape)
+    key = f"{int(run_seed)}/{step}/{request_id}/{int(prompt_len)}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1  # < 2**63
+
+
+def prompt_width(n_tokens: int, multiple: int = WIDTH_MULTIPLE) -> int:
+    """Left-padded width of a prompt of ``n_tokens``: ``ceil(n_tokens / multiple) * multiple``."""
+    return -(-int(n_tokens) // multiple) * multiple
+
+
+def inverse_cdf_sample(log_probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling, one uniform per row: ``token_b = min{v : C_bv > u_b * C_bV}``, where
+    ``C_bv = sum_{w <= v} p_bw`` and ``p = exp(log_probs)`` (``[B, V]``, rows need not be
+    normalised), ``u`` in ``[0, 1)`` (``[B]``). Never returns a token of probability 0
+    (``C`` does not rise there); ``u * C_bV`` is kept below ``C_bV`` so the search always lands."""
+    cdf = log_probs.double().exp().cumsum(-1)
+    total = cdf[:, -1]
+    target = torch.minimum(u.double() * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target[:, None], right=True).squeeze(-1)
+
+
+class _SeededSampler(LogitsProcessor):
+    """The last logits processor of a generate call: picks each row's next token itself (inverse-CDF
+    on the processed logits with that row's own uniforms, or argmax when ``uniforms`` is None, i.e.
+    greedy), records its log-prob under the processed distribution, and hands HF a score row whose
+    argmax is that token (``generate`` runs with ``do_sample=False``).
+
+    ``uniforms``: ``[B, T]``, row ``b`` drawn from request ``b``'s own generator, column ``t`` for
+    the ``t``-th new token. ``log_probs``: ``T`` tensors ``[B]`` (float32), one per step.
+    """
+
+    def __init__(self, uniforms: Optional[torch.Tensor], prompt_width: int):
+        self.uniforms = uniforms
+        self.prompt_width = prompt_width
+        self.log_probs: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.log_softmax(scores.float(), -1)
+        if self.uniforms is None:
+            tokens = log_probs.argmax(-1)
+        else:
+            tokens = inverse_cdf_sample(log_probs, self.uniforms[:, input_ids.shape[1] - self.prompt_width])
+        self.log_probs.append(log_probs.gather(-1, tokens[:, None]).squeeze(-1))
+        return torch.full_like(scores, -float("inf")).scatter_(-1, tokens[:, None], 0.0)
 
 
 @dataclass
@@ -70,7 +124,8 @@ class _Request:
 
     prompt_ids: list[int]
     images: list[Any]
-    key: tuple  # the generation kwargs, hashable: only requests with equal keys share a batch
+    key: tuple  # (generation kwargs, prompt width), hashable: only requests with equal keys share a batch
+    seed: int  # of this request's own sampler (``request_seed``)
     future: asyncio.Future
 
 
@@ -81,7 +136,7 @@ def _kwargs_key(kwargs: dict[str, Any]) -> tuple:
 class HFRolloutServer:
     """Token-in/token-out generation server (ray actor) for one rollout replica."""
 
-    def __init__(self, model_path: str, response_length: int, max_batch: int = 64):
+    def __init__(self, model_path: str, response_length: int, seed: int = 42, max_batch: int = 64):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -96,6 +151,7 @@ class HFRolloutServer:
         self._lock = asyncio.Lock()  # one generate at a time: the CPU is the bottleneck anyway
         self._pending: list[_Request] = []  # requests waiting for the lock (batched when it frees)
         self.max_batch = max_batch
+        self.seed = int(seed)
         self._key_map: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------- weights
@@ -136,32 +192,56 @@ class HFRolloutServer:
 
     # ----------------------------------------------------------------------------- generate
     def _generation_kwargs(self, sampling_params: dict[str, Any]) -> dict[str, Any]:
+        """verl's sampling params as a hashable description of the generate call: max new tokens,
+        temperature (0: greedy), top-k (0: off), top-p, repetition penalty."""
         max_tokens = sampling_params.get("max_tokens") or sampling_params.get("max_new_tokens")
         temperature = float(sampling_params.get("temperature", 1.0) or 0.0)
-        kwargs = dict(
+        top_k = int(sampling_params.get("top_k", -1) or -1) if temperature > 0 else 0
+        return dict(
             max_new_tokens=int(max_tokens or self.response_length),
-            do_sample=temperature > 0,
-            output_scores=True,
-            return_dict_in_generate=True,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.eos_token_id,
-            suppress_tokens=self.blocked_ids,
+            temperature=temperature,
+            top_k=top_k if top_k > 0 else 0,
+            top_p=float(sampling_params.get("top_p", 1.0) or 1.0) if temperature > 0 else 1.0,
+            repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0) or 1.0),
         )
-        if temperature > 0:
-            top_k = int(sampling_params.get("top_k", -1) or -1)
-            kwargs.update(temperature=temperature, top_p=float(sampling_params.get("top_p", 1.0) or 1.0),
-                          top_k=top_k if top_k > 0 else 0)
-        return kwargs
+
+    def _logits_processors(self, kwargs: dict[str, Any], sampler: _SeededSampler):
+        """HF's sampling processors in HF's own order (``GenerationMixin._get_logits_processor``:
+        temperature, top-k, top-p after the defaults such as ``suppress_tokens``), then the sampler."""
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        warpers = []
+        if kwargs["temperature"] > 0:
+            if kwargs["temperature"] != 1.0:
+                warpers.append(TemperatureLogitsWarper(kwargs["temperature"]))
+            if kwargs["top_k"] > 0:
+                warpers.append(TopKLogitsWarper(top_k=kwargs["top_k"]))
+            if kwargs["top_p"] < 1.0:
+                warpers.append(TopPLogitsWarper(top_p=kwargs["top_p"]))
+        return LogitsProcessorList([*warpers, sampler])
 
     @torch.no_grad()
     def _generate_batch(self, requests: list[_Request], kwargs: dict[str, Any]) -> list[tuple[list[int], list[float]]]:
-        """One HF ``generate`` over the requests (left-padded batch, complete model inputs):
+        """One HF ``generate`` over the requests (complete model inputs, every row left-padded to the
+        batch's ``prompt_width``, filled to ``MIN_ROWS`` rows with copies of the first request):
         per request the new ids up to and including the first EOS and their log-probs."""
-        inputs = build_model_inputs(self.processor, [r.prompt_ids for r in requests],
-                                    [image for r in requests for image in r.images])
-        out = self.model.generate(**inputs, **kwargs)
-        new_ids = out.sequences[:, inputs["input_ids"].shape[1]:]
-        log_probs = sampled_log_probs(out.scores, new_ids)
+        rows = requests + [requests[0]] * max(0, MIN_ROWS - len(requests))
+        width = requests[0].key[1]
+        inputs = build_model_inputs(self.processor, [r.prompt_ids for r in rows],
+                                    [image for r in rows for image in r.images], width=width)
+        max_new = kwargs["max_new_tokens"]
+        uniforms = None
+        if kwargs["temperature"] > 0:  # each row from its own generator: no dependence on the batch
+            uniforms = torch.stack([torch.rand(max_new, dtype=torch.float64,
+                                               generator=torch.Generator().manual_seed(r.seed)) for r in rows])
+        sampler = _SeededSampler(uniforms, width)
+        out = self.model.generate(
+            **inputs, max_new_tokens=max_new, do_sample=False, repetition_penalty=kwargs["repetition_penalty"],
+            logits_processor=self._logits_processors(kwargs, sampler), suppress_tokens=self.blocked_ids,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_id,
+        )
+        new_ids = out[:len(requests), width:]
+        log_probs = torch.stack(sampler.log_probs, dim=-1)[:len(requests)]
         is_eos = new_ids == self.eos_token_id
         # keep the EOS, drop HF's padding after it: length = first EOS index + 1, else all
         lengths = torch.where(is_eos.any(-1), is_eos.int().argmax(-1) + 1, new_ids.shape[1]).tolist()
@@ -170,13 +250,15 @@ class HFRolloutServer:
     async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
                        image_data: Optional[list[Any]] = None, video_data=None, **kwargs) -> TokenOutput:
         """verl's token-in/token-out call. Requests that arrive while a batch is generating wait
-        and are then generated together (one batch per set of equal sampling params), in arrival
-        order; each row is exactly what a lone call would sample from (its own prompt, images
-        and 3-D positions; padding is masked)."""
+        and are then generated together (one batch per set of equal sampling params and prompt
+        width), in arrival order; each row is exactly what a lone call samples (its own prompt,
+        images, 3-D positions and generator; padding is masked)."""
         if video_data:
             raise NotImplementedError("the CPU hf rollout handles images only, not video")
         gen_kwargs = self._generation_kwargs(sampling_params)
-        request = _Request(list(prompt_ids), list(image_data or []), _kwargs_key(gen_kwargs),
+        request = _Request(list(prompt_ids), list(image_data or []),
+                           (_kwargs_key(gen_kwargs), prompt_width(len(prompt_ids))),
+                           request_seed(self.seed, self.global_steps, request_id, len(prompt_ids)),
                            asyncio.get_running_loop().create_future())
         self._pending.append(request)
         async with self._lock:  # FIFO: the oldest waiter generates for everyone pending like it
@@ -229,7 +311,7 @@ class HFCPUReplica(RolloutReplica):
             model_path = getattr(self.model_config, "local_path", None) or self.model_config.path
             handle = ray.remote(HFRolloutServer).options(
                 name=name, num_cpus=0, max_concurrency=self.max_concurrency
-            ).remote(model_path, self.config.response_length)
+            ).remote(model_path, self.config.response_length, seed=self.config.seed)
         await handle.ping.remote()
         self.servers = [handle]
         self._server_handle = handle

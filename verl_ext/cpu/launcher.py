@@ -41,6 +41,10 @@ CPU_CONFIG: dict[str, object] = {
     **{f"actor_rollout_ref.{role}.fsdp_config.mixed_precision.{key}": "fp32"
        for role in ("actor", "ref") for key in ("param_dtype", "reduce_dtype", "buffer_dtype")},
     "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
+    # stable request ids (``det-<row>``; verl's single_turn_agent_loop.py line 69), from which the hf
+    # rollout seeds each request's sampler with rollout.seed: the same command gives the same run
+    # (verl also sets PYTHONHASHSEED=rollout.seed for the ray workers: main_ppo.py line 47)
+    "actor_rollout_ref.rollout.full_determinism": True,
     "actor_rollout_ref.rollout.agent.num_workers": 1,
     "reward.num_workers": 1,
     "trainer.n_gpus_per_node": 1,
