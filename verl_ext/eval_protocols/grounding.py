@@ -115,7 +115,10 @@ class GroundingSample:
 def grounding_metrics(samples: Sequence[GroundingSample]) -> dict:
     """gIoU, cIoU, BboxAcc; N-Acc when the set has non-object samples; T-Acc when it has both
     kinds; {} for no samples. cIoU of a set with ΣU = 0 (only non-object samples, all answered
-    "no target") is None with a note (the public script prints 0 there)."""
+    "no target") is None with a note (the public script prints 0 there,
+    ``calculate_iou_with_bbox_nonobj.py`` line 79: 0/0 is undefined and 0 would read as a total
+    miss). A set without non-object samples has no N-Acc (the public script prints 0, line 87).
+    Both presets (``EvalProtocol``) apply these two rules."""
     if not samples:
         return {}
     inter = sum(s.intersection for s in samples)
