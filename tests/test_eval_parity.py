@@ -618,7 +618,8 @@ def _vr(response: str):
 PUBLIC_READ_CASES = [  # (response, boxes, points) as extract_bbox_points_think returns them (x_factor 1)
     (_resp([_obj([1, 2, 3, 4], [2, 3])]), [[1, 2, 3, 4]], [[2, 3]]),
     # line 129: re.search takes the FIRST <answer>…</answer>
-    ("<answer>[{\"bbox_2d\": [1, 1, 5, 5], \"point_2d\": [2, 2]}]</answer><answer>[]</answer>", [[1, 1, 5, 5]], [[2, 2]]),
+    ("<answer>[{\"bbox_2d\": [1, 1, 5, 5], \"point_2d\": [2, 2]}]</answer><answer>[]</answer>",
+     [[1, 1, 5, 5]], [[2, 2]]),
     # line 129: the first <answer> runs to the first </answer>: "x <answer>[…]" is not JSON -> nothing
     ("<answer>x <answer>[{\"bbox_2d\": [1, 1, 5, 5], \"point_2d\": [2, 2]}]</answer>", [], []),
     # no length cut: the answer after 20,000 characters is read
@@ -657,7 +658,6 @@ def test_public_reader(response, boxes, points):
 def test_public_reader_first_block_equals_the_public_regex():
     """answers.first_answer_block (str.find) = visurf_model.py line 129's re.search(...).group(1)."""
     import random
-    import re
 
     from verl_ext.eval_protocols.answers import first_answer_block
 
@@ -690,7 +690,8 @@ def _score(record, protocol):
 
 def test_difference_20000_character_cut():
     """Public: no cut (visurf_model.py line 129 searches the whole output). Project: cut at 20,000."""
-    rec = _line("c", "grefcoco", [_obj(B10)], "<think>" + LONG + "</think>" + _resp([_obj(B10)])[len("<think>t</think>"):])
+    rec = _line("c", "grefcoco", [_obj(B10)], "<think>" + LONG + "</think><answer>" + json.dumps([_obj(B10)])
+                + "</answer>")
     assert _score(rec, VR).iou == 1.0 and _score(rec, VR).correct  # I = U = 100; compute_bbox_iou 1.0 > 0.5
     assert _score(rec, PROJECT).iou == 0.0 and not _score(rec, PROJECT).correct
 
@@ -735,7 +736,8 @@ def test_difference_three_number_points():
     """A 3-number point_2d is read as its first two numbers (visurf_model.py 145-148); evaluation_gui.py
     123-126 then clicks it: (2, 2) is inside [0, 0, 4, 4]: a hit. The project preset rejects the point,
     so the box centre (10, 10) is clicked: a miss."""
-    rec = _line("p", "omniact", [_obj([0, 0, 4, 4], [2, 2])], _resp([{"bbox_2d": [0, 0, 20, 20], "point_2d": [2, 2, 9]}]))
+    rec = _line("p", "omniact", [_obj([0, 0, 4, 4], [2, 2])],
+                _resp([{"bbox_2d": [0, 0, 20, 20], "point_2d": [2, 2, 9]}]))
     assert _score(rec, VR).correct
     assert not _score(rec, PROJECT).correct
 
@@ -829,7 +831,8 @@ MIXED = [
           _resp([{"bbox_2d": [0, 0, 300, 300], "point_2d": [150, 50, 1]}])),  # point (150, 50): hit
     _line("u4", "omniact", [_obj([100, 0, 200, 100], [150, 50])], _resp([{"bbox_2d": [100, 0, 201, 100]}])),
     # ^ centre [int(150.5), 50] = [150, 50]: hit
-    _line("u5", "omniact", [_obj([0, 0, 5, 5], [2, 2])], _resp([{"bbox_2d": [10, 10, 20, 20], "point_2d": [True, True]}])),
+    _line("u5", "omniact", [_obj([0, 0, 5, 5], [2, 2])],
+          _resp([{"bbox_2d": [10, 10, 20, 20], "point_2d": [True, True]}])),
     # ^ point (1, 1): hit
     # mathvista: the last \boxed{} of the whole response; verify(parse(pred), parse(gt))
     _line("m1", "mathvista", "3", "<think>t</think>\\boxed{3}"),  # correct
@@ -905,8 +908,6 @@ def test_preset_undefined_values():
 # --------------------------------------------------------------------------------------------
 def _public_extract(output_text: str):
     """visurf_model.py extract_bbox_points_think lines 129-150, x_factor = y_factor = 1.0."""
-    import re
-
     m = re.search(r"<answer>\s*(.*?)\s*</answer>", output_text, re.DOTALL)
     bboxes, points = [], []
     if m:
@@ -995,7 +996,7 @@ def _public_metrics(records) -> dict:
                 prediction = choices[ord(answer.strip().lower()[0]) - ord("a")] if choices is not None else answer
             except Exception:  # noqa: BLE001 — line 98
                 prediction = ""
-            gt = choices[ord(r["ground_truth"]) - ord("A")] if choices else r["ground_truth"]  # the dataset's answer text
+            gt = choices[ord(r["ground_truth"]) - ord("A")] if choices else r["ground_truth"]  # the answer text
             math_items.append((prediction, gt))
     # calculate_iou_with_bbox_nonobj.py
     ious = [1.0 if it["non_object"] == 1 else (it["intersection"] / it["union"] if it["union"] > 0 else 0)
