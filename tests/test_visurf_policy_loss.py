@@ -458,3 +458,49 @@ def test_frozen_rows_keep_the_normalisation(agg):
                              {"log_probs": ref_out["log_probs"].detach(), "entropy": neutral}, verl_batch)
         assert entropy.shape == log_prob.shape
         torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------
+# the step size against GRPO (README "Effective step size against GRPO"; issue 20 item 10)
+# --------------------------------------------------------------------------------------------
+def _rollout_grad(n_rows, global_batch_size, agg, batch_num_tokens=None, extra_rows=0, extra_len=1):
+    """Gradient of the ViSurf clipped surrogate on the first 4 rows (the same G = 4 rollouts in every
+    call) with ``extra_rows`` more rows of Â = 0 (a smoothed GT / pad rows) of ``extra_len`` tokens."""
+    g = torch.Generator().manual_seed(0)
+    length = 6
+    old = -torch.rand(4, length, generator=g)
+    adv = torch.tensor([1.0, -0.5, 0.25, -0.75])[:, None].expand(4, length)
+    mask = torch.ones(4, length, dtype=torch.bool)
+    if extra_rows:
+        old = torch.cat([old, -torch.ones(extra_rows, length)])
+        adv = torch.cat([adv, torch.zeros(extra_rows, length)])
+        extra = torch.zeros(extra_rows, length, dtype=torch.bool)
+        extra[:, :extra_len] = True
+        mask = torch.cat([mask, extra])
+    assert len(old) == n_rows
+    log_prob = old.clone().requires_grad_(True)
+    config = _actor_config(loss_agg_mode=agg)
+    config.global_batch_info.update(dp_size=1, global_batch_size=global_batch_size, batch_num_tokens=batch_num_tokens)
+    loss, _ = compute_policy_loss_visurf(old, log_prob, adv, mask, loss_agg_mode=agg, config=config)
+    loss.backward()
+    return log_prob.grad[:4]
+
+
+@pytest.mark.parametrize("agg", ["seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_seq_mean_scales_every_rollout_by_g_over_g_plus_1_against_grpo(agg):
+    """verl normalises seq-mean modes by global_batch_size = ppo_mini_batch_size x n (ray_trainer
+    _update_actor); ViSurf runs n = G+1, so each rollout's gradient is G/(G+1) of GRPO's at the same
+    lr (4/5 here, 8/9 at the paper's G = 8) — the paper's 1/(G+1) normalisation, kept."""
+    G, B = 4, 1
+    grpo = _rollout_grad(G, B * G, agg)
+    visurf = _rollout_grad(G + 1, B * (G + 1), agg, extra_rows=1, extra_len=6)
+    torch.testing.assert_close(visurf, grpo * G / (G + 1), rtol=1e-6, atol=0)
+
+
+def test_token_mean_pad_rows_shift_the_scale_by_t_over_t_plus_pads():
+    """token-mean divides by the mini-batch's response tokens (batch_num_tokens), pad rows' EOS
+    included: T rollout tokens and P one-token pad rows scale every rollout by T / (T + P)."""
+    T = 4 * 6
+    grpo = _rollout_grad(4, None, "token-mean", batch_num_tokens=T)
+    padded = _rollout_grad(6, None, "token-mean", batch_num_tokens=T + 2, extra_rows=2, extra_len=1)
+    torch.testing.assert_close(padded, grpo * T / (T + 2), rtol=1e-6, atol=0)
