@@ -26,8 +26,14 @@ half the time a held-out combination of known words (``HELD_OUT_TYPES``: the bas
 row and column), so the base solves part (a) sometimes;
 (b) the new concept ``NEW_COLOR``, a word, a colour and a column never in the source task (the base
 never writes those coordinates, so sampling alone cannot find them); (c) a known type that is absent
-(label ``[]``, an answer the base never gives; only the image tells (c) from a present target).
-Train and held-out sets differ by ``--seed``.
+(label ``[]``, an answer the base never gives; only the image tells (c) from a present target);
+(d) reasoning: a relational query over the layout, "the shape right of the green circle" (relations
+``GRID_RELATIONS``: right of / left of / above / below; both objects known types, both in the image):
+the answer is the neighbouring cell's object, derived in two steps (where the named object is, then
+its neighbour), not named by the query. ``grid_relation`` rows are all of kind (d) (the micro base
+model's partial training in that reasoning). Train and held-out sets differ by ``--seed``.
+Grid rows ask to think (``GRID_PROMPT``); ``GRID_PROMPT_DIRECT`` is the same request answered
+directly (the micro base model learns both).
 
 Image size: shapes are drawn on an S x S canvas (``--image-size S``, default 840) and the image
 is stored at S x S, but **label coordinates are always in the 840 frame** (``int(v*840/S+0.5)``),
@@ -70,7 +76,9 @@ DATA_SOURCE = {
     "math": "synthetic_math",
     "grid_source": "synthetic_grounding",
     "grid_target": "synthetic_grounding",
+    "grid_relation": "synthetic_grounding",
 }
+GRID_TASKS = ("grid_source", "grid_target", "grid_relation")
 # grid tasks: a fixed layout, 3 rows (one per shape: LAYOUT_SHAPES) x 4 columns (one per colour:
 # LAYOUT_COLORS); every object type (colour, shape) has its home cell, like the elements of a GUI.
 LAYOUT_SHAPES = SHAPES
@@ -79,12 +87,16 @@ SOURCE_COLORS = LAYOUT_COLORS[:3]  # the base model's colour words
 NEW_COLOR = "purple"  # the target task's new concept: never drawn, named or answered in grid_source
 HELD_OUT_TYPES = (("blue", "triangle"), ("green", "circle"))  # never a grid_source target: part (a)
 GRID_EXTENT = 0.36  # a grid shape's half extent, as a fraction of the cell side
-GRID_PARTS = ("a", "b", "c")  # grid_target parts: held-out combination / new concept / non-object
+GRID_PARTS = ("a", "b", "c", "d")  # grid_target parts: held-out combination / new concept / non-object / reasoning
+# part d's relations: (row offset, column offset) of the answer's cell from the named object's cell
+GRID_RELATIONS = {"right of": (0, 1), "left of": (0, -1), "above": (-1, 0), "below": (1, 0)}
 GRID_DISTRACTORS = (2, 4)  # (min, max) distractor objects per grid image
 # The grid tasks' own short prompt: the shared grounding prompt is ~280 tokens, five times the
 # answer, and at micro scale it only costs time (every rollout and update re-reads it).
 GRID_PROMPT = ('<image>Find "{question}". Think in <think> </think>, then answer in <answer> </answer> '
                'a JSON list of {{"bbox_2d": [...], "point_2d": [...]}}, or [] if it is absent.')
+GRID_PROMPT_DIRECT = ('<image>Find "{question}". Answer directly in <answer> </answer> '
+                      'a JSON list of {{"bbox_2d": [...], "point_2d": [...]}}, or [] if it is absent.')
 
 
 @dataclass(frozen=True)
@@ -172,8 +184,27 @@ def grounding_sample(rng: random.Random, s: int):
 
 
 def grid_part(task: str, i: int) -> str:
-    """The part of row ``i``: ``"source"`` for grid_source, else ``GRID_PARTS[i % 3]`` (a, b, c, a, ...)."""
-    return "source" if task == "grid_source" else GRID_PARTS[i % len(GRID_PARTS)]
+    """The part of row ``i``: ``"source"`` for grid_source, ``"d"`` for grid_relation, else
+    ``GRID_PARTS[i % 4]`` (a, b, c, d, a, ...)."""
+    if task == "grid_source":
+        return "source"
+    return "d" if task == "grid_relation" else GRID_PARTS[i % len(GRID_PARTS)]
+
+
+def grid_neighbour(ref: tuple[str, str], relation: str) -> tuple[str, str] | None:
+    """The type in the cell ``relation`` of ``ref``'s home cell (``GRID_RELATIONS``), or None off the grid."""
+    dr, dc = GRID_RELATIONS[relation]
+    r, c = LAYOUT_SHAPES.index(ref[1]) + dr, LAYOUT_COLORS.index(ref[0]) + dc
+    if 0 <= r < len(LAYOUT_SHAPES) and 0 <= c < len(LAYOUT_COLORS):
+        return LAYOUT_COLORS[c], LAYOUT_SHAPES[r]
+    return None
+
+
+def grid_label(color: str, kind: str, s: int) -> str:
+    """The label (JSON list, 840 frame) of the type (color, kind) in its home cell of an ``s``-high image."""
+    sh = grid_home(color, kind, s)
+    w, h = grid_canvas(s)
+    return labels_json([make_object([round(v) for v in sh.box], [round(sh.x), round(sh.y)], w, h)])
 
 
 def grid_canvas(s: int) -> tuple[int, int]:
@@ -196,9 +227,19 @@ def grid_sample(rng: random.Random, s: int, part: str):
     target) and, except in part c, the target, each in its home cell (``grid_home``).
     source: target any known type but ``HELD_OUT_TYPES``; a: target in ``HELD_OUT_TYPES`` (odds 1/2)
     or any known type;
-    b: target ``NEW_COLOR`` + any shape; c: target any known type, absent (label ``[]``).
+    b: target ``NEW_COLOR`` + any shape; c: target any known type, absent (label ``[]``);
+    d: a relation of ``GRID_RELATIONS`` (uniform) and a known type whose neighbour in that direction is a
+    known type; both in the image with 1-3 other known types; the target is the neighbour.
     """
     known = [(c, k) for c in SOURCE_COLORS for k in LAYOUT_SHAPES]
+    if part == "d":
+        relation = rng.choice(list(GRID_RELATIONS))
+        ref = rng.choice([t for t in known if grid_neighbour(t, relation) in known])
+        target = grid_neighbour(ref, relation)
+        others = [t for t in known if t not in (ref, target)]
+        types = rng.sample(others, rng.randint(GRID_DISTRACTORS[0] - 1, GRID_DISTRACTORS[1] - 1)) + [ref, target]
+        img, objects, w, h = _grid_image(rng, s, types, target)
+        return img, f"the shape {relation} the {ref[0]} {ref[1]}", objects, w, h
     if part == "source":
         target = rng.choice([t for t in known if t not in HELD_OUT_TYPES])
     elif part == "a":
@@ -212,13 +253,34 @@ def grid_sample(rng: random.Random, s: int, part: str):
     types = rng.sample([t for t in known if t != target], rng.randint(*GRID_DISTRACTORS))
     if part != "c":
         types.append(target)
+    img, objects, w, h = _grid_image(rng, s, types, target)
+    return img, f"the {target[0]} {target[1]}", objects, w, h
+
+
+def _grid_image(rng: random.Random, s: int, types: list[tuple[str, str]], target: tuple[str, str]):
+    """(image, objects of ``target`` in the 840 frame, width, height) of ``types`` in their home cells."""
     shapes = [grid_home(c, k, s) for c, k in types]
     w, h = grid_canvas(s)
     img = Image.new("RGB", (w, h), rng.choice(BACKGROUNDS))
     _paint(ImageDraw.Draw(img), shapes)
     hits = [sh for sh in shapes if (sh.color, sh.kind) == target]
     objects = [make_object([round(v) for v in sh.box], [round(sh.x), round(sh.y)], w, h) for sh in hits]
-    return img, f"the {target[0]} {target[1]}", objects, w, h
+    return img, objects, w, h
+
+
+def grid_scene(img: Image.Image) -> list[tuple[str, str]]:
+    """The object types a grid image shows, row by row (``LAYOUT_SHAPES``), column by column
+    (``LAYOUT_COLORS``): type (c, k) is present iff the pixel at its home cell's centre
+    (``grid_home``; inside every shape) has colour ``COLORS[c]`` (backgrounds are greys / pastels)."""
+    rgb = img.convert("RGB")
+    s = rgb.size[1]
+    out = []
+    for k in LAYOUT_SHAPES:
+        for c in LAYOUT_COLORS:
+            home = grid_home(c, k, s)
+            if rgb.getpixel((int(home.x), int(home.y))) == COLORS[c]:
+                out.append((c, k))
+    return out
 
 
 def math_sample(rng: random.Random, s: int):
@@ -262,7 +324,7 @@ def convert(i: int, opts: SynthOpts) -> list[dict]:
     if opts.task == "grounding":
         img, question, objects = grounding_sample(rng, s)
         gt = labels_json(objects)
-    elif opts.task in ("grid_source", "grid_target"):
+    elif opts.task in GRID_TASKS:
         part = grid_part(opts.task, i)
         img, question, objects, w, h = grid_sample(rng, s, part)
         gt = labels_json(objects)
@@ -274,7 +336,7 @@ def convert(i: int, opts: SynthOpts) -> list[dict]:
         data_source=DATA_SOURCE[opts.task], question=question, image_bytes=encode_image(img, opts.image_format),
         ground_truth=gt, row_id=row_id, split=opts.split, width=w, height=h, choices=choices,
     )
-    if opts.task in ("grid_source", "grid_target"):
+    if opts.task in GRID_TASKS:
         row["prompt"] = [{"role": "user", "content": GRID_PROMPT.format(question=question)}]
     return [row]
 

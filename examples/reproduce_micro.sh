@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Micro-scale reproduction of the ViSurf paper's comparison on CPU (docs/RESULTS.md): from one cached
-# base model (a tiny Qwen2.5-VL pre-trained on a synthetic source task), SFT (verl's SFT trainer),
-# GRPO, SFT->GRPO and ViSurf (the real recipe), plus one-switch ablations, trained on the same target
-# rows in the same order for the same optimizer steps, evaluated on held-out target rows (parts:
-# known concept / new concept / non-object) and on a retention set of the source task.
+# base model (a tiny Qwen2.5-VL that thinks about the image when asked to and answers directly when
+# asked to, pre-trained on a synthetic source task), SFT (verl's SFT trainer), GRPO, SFT->GRPO and
+# ViSurf (the real recipe), each with its lr chosen on validation rows from a small grid, then on 3
+# seeds; plus one-switch ablations at ViSurf's lr; trained on the same target rows in the same order
+# for the same optimizer steps, evaluated on test rows (parts: known concept / new concept /
+# non-object / reasoning) at the final step and at the best validation checkpoint, and on a
+# retention set of the source task.
 #
-#   bash examples/reproduce_micro.sh                 # the full run (~50 min on 2 cores): docs/results/micro.json,
-#                                                    #   the table in docs/RESULTS.md, docs/micro_*.png
-#   SMOKE=1 bash examples/reproduce_micro.sh         # the same pipeline at toy size (< 3 min; CI)
+#   bash examples/reproduce_micro.sh                 # the full run (projected budget: docs/RESULTS.md):
+#                                                    #   docs/results/micro.json, the tables in
+#                                                    #   docs/RESULTS.md, docs/micro_*.png
+#   SMOKE=1 bash examples/reproduce_micro.sh         # the same pipeline at toy size (CI)
 #   bash examples/reproduce_micro.sh --only visurf grpo --seeds 1   # any driver flag (--help)
 #
 # Finished runs are reused on a rerun (outputs/micro/runs/*/result.json), so an interrupted run resumes.

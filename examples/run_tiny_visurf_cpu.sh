@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # ViSurf on CPU, end to end, in a few minutes, showing that it trains a model: starts from a cached
-# tiny Qwen2.5-VL that already knows the answer format and a synthetic source task (built on first
-# use, ~1.5 min, then reused: recipe/visurf/micro/base.py), trains GRPO and ViSurf through the real
-# verl 0.9.1 trainer (recipe.visurf.main_visurf) on the same rows of a target task for the same
-# number of steps -- ViSurf twice: with the recipe's default answer-only GT, and with the GT in the
-# policy's own response style (<think>look.</think><answer>...</answer>; docs/RESULTS.md: at this
-# scale the default GT's style switch collapses the format) -- and prints the ViSurf runs' per-step
-# metrics and a before/after table on held-out rows (accuracy overall, known concept, new concept,
-# non-object; format; log-likelihood of the correct answer).
+# tiny Qwen2.5-VL that behaves like a small instruction-tuned VLM on a synthetic source task -- asked
+# to think, it writes what it sees in the image and which object it picks, then answers; asked to
+# answer directly, it answers (built on first use, ~3.5 min, then reused: recipe/visurf/micro/base.py)
+# -- and trains SFT (verl's SFT trainer), GRPO and ViSurf (the real verl 0.9.1 trainer,
+# recipe.visurf.main_visurf) on the same rows of a target task for the same number of steps, each at
+# its lr (recipe/visurf/micro/demo.py: LRS); prints ViSurf's per-step metrics and a before/after
+# table on the test rows (accuracy overall and per part: known concept, new concept, non-object,
+# reasoning; format; log-likelihood of the correct answer).
 # Sets up .venv on first use (idempotent). The full comparison: examples/reproduce_micro.sh.
 #
 #   bash examples/run_tiny_visurf_cpu.sh                                   # defaults below
 #   STEPS=48 bash examples/run_tiny_visurf_cpu.sh                          # more steps
-#   bash examples/run_tiny_visurf_cpu.sh actor_rollout_ref.actor.optim.lr=1e-4   # extra args = verl/Hydra
-#                                                                          #   overrides (every run)
+#   bash examples/run_tiny_visurf_cpu.sh actor_rollout_ref.rollout.n=8     # extra args = verl/Hydra
+#                                                                          #   overrides (RL runs)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 

@@ -16,10 +16,21 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from data_prep.synthetic import COLORS, HELD_OUT_TYPES, NEW_COLOR, SOURCE_COLORS, generate
+from data_prep.synthetic import (
+    COLORS,
+    GRID_RELATIONS,
+    HELD_OUT_TYPES,
+    NEW_COLOR,
+    SOURCE_COLORS,
+    generate,
+    grid_label,
+    grid_neighbour,
+    grid_scene,
+)
 from recipe.visurf.micro import results as R
-from recipe.visurf.micro.base import BaseSpec, base_dir, base_response, build_base
-from recipe.visurf.micro.driver import MAIN, METHODS, sft_file_order
+from recipe.visurf.micro.base import BaseSpec, base_dir, base_response, build_base, draw_example, relation_answer
+from recipe.visurf.micro.driver import MAIN, METHODS, best_checkpoint, select_lr, sft_file_order
+from recipe.visurf.micro.thinks import THINK_TEMPLATES, parse_query, resolve_target, think_text
 from recipe.visurf.micro.evaluation import logsumexp2, report_summary
 from recipe.visurf.micro.task import ordered_train, part_of, slice_rows, training_order
 
@@ -44,15 +55,31 @@ def _pixel(row, x, y):
 
 
 def test_grid_target_parts_labels_and_determinism(tmp_path):
-    generate("grid_target", 24, 5, str(tmp_path / "t.parquet"), image_size=84)
-    generate("grid_target", 24, 5, str(tmp_path / "t2.parquet"), image_size=84)
+    generate("grid_target", 32, 5, str(tmp_path / "t.parquet"), image_size=84)
+    generate("grid_target", 32, 5, str(tmp_path / "t2.parquet"), image_size=84)
     assert (tmp_path / "t.parquet").read_bytes() == (tmp_path / "t2.parquet").read_bytes()
     rows = _rows(tmp_path / "t.parquet")
-    assert [part_of(r["extra_info"]["id"]) for r in rows] == ["a", "b", "c"] * 8
+    assert [part_of(r["extra_info"]["id"]) for r in rows] == ["a", "b", "c", "d"] * 8
     held_out_in_a = 0
+    relations_in_d = set()
     for r in rows:
         part, q = part_of(r["extra_info"]["id"]), r["extra_info"]["question"]
+        scene = grid_scene(Image.open(io.BytesIO(r["images"][0]["bytes"])))
+        if part == "d":  # a relational query: the named object and its neighbour both in the image
+            label = json.loads(r["reward_model"]["ground_truth"])
+            relation = next(rel for rel in GRID_RELATIONS if q.startswith(f"the shape {rel} the "))
+            ref = tuple(q.split()[-2:])
+            dr, dc = GRID_RELATIONS[relation]
+            col, row = COLUMN[ref[0]] + dc, ROW[ref[1]] + dr
+            target = (next(c for c, i in COLUMN.items() if i == col), next(k for k, i in ROW.items() if i == row))
+            assert ref in scene and target in scene and target[0] in SOURCE_COLORS and 3 <= len(scene) <= 5
+            (x1, x2), px = X_CELLS[col]
+            (y1, y2), py = Y_CELLS[row]
+            assert label == [{"bbox_2d": [x1, y1, x2, y2], "point_2d": [px, py]}]
+            relations_in_d.add(relation)
+            continue
         color, shape = q.split()[1:]
+        assert ((color, shape) in scene) == (part != "c")
         label = json.loads(r["reward_model"]["ground_truth"])
         assert r["data_source"] == "synthetic_grounding" and q in r["prompt"][0]["content"]
         assert (r["extra_info"]["width"], r["extra_info"]["height"]) == (112, 84)
@@ -65,7 +92,7 @@ def test_grid_target_parts_labels_and_determinism(tmp_path):
             assert label == [{"bbox_2d": [x1, y1, x2, y2], "point_2d": [px, py]}]
             assert _pixel(r, 14 + 28 * COLUMN[color], 14 + 28 * ROW[shape]) == COLORS[color]
         held_out_in_a += part == "a" and (color, shape) in HELD_OUT_TYPES
-    assert 0 < held_out_in_a < 8
+    assert 0 < held_out_in_a < 8 and len(relations_in_d) >= 3
 
 
 def test_grid_source_never_shows_the_new_concept_nor_held_out_targets(tmp_path):
@@ -120,6 +147,70 @@ def test_base_cache_key_and_reuse(tmp_path):
     assert build_base(spec, tmp_path, log=lambda m: pytest.fail(f"retrained: {m}")) == d  # cached: no training
     assert base_response('[{"bbox_2d": [1, 2, 3, 4]}]', "look.") == \
         '<think>look.</think><answer>[{"bbox_2d": [1, 2, 3, 4]}]</answer>'
+    assert base_response("[]", None) == "<answer>[]</answer>"
+
+
+def test_base_examples_mix_prompts_and_styles_in_the_specified_shares():
+    import random
+
+    rng = random.Random(0)
+    draws = [draw_example(rng, BaseSpec(), len(THINK_TEMPLATES)) for _ in range(20000)]
+    direct = [d for d in draws if d[0]]
+    think_prompt = [d for d in draws if not d[0]]
+    assert all(k is None for _, k in direct)  # asked to answer directly: always answer-only
+    assert abs(len(direct) / len(draws) - BaseSpec().direct_share) < 0.015
+    assert abs(sum(k is None for _, k in think_prompt) / len(think_prompt) - BaseSpec().skip_think) < 0.01
+    used = {k for _, k in think_prompt if k is not None}
+    assert used == set(range(len(THINK_TEMPLATES)))
+
+
+def test_thinks_resolve_the_target_and_describe_the_scene():
+    scene = [("red", "circle"), ("green", "circle"), ("green", "square"), ("blue", "triangle")]
+    assert parse_query("the red circle") == ("red", "circle", None)
+    assert parse_query("the shape left of the green square") == ("green", "square", "left of")
+    for bad in ("a red circle", "the circle", "the shape near the red circle"):
+        with pytest.raises(ValueError, match="not a grid question"):
+            parse_query(bad)
+    assert grid_neighbour(("red", "circle"), "right of") == ("green", "circle")
+    assert grid_neighbour(("green", "circle"), "below") == ("green", "square")
+    assert grid_neighbour(("red", "circle"), "above") is None and grid_neighbour(("red", "square"), "left of") is None
+    assert resolve_target("the shape right of the red circle", scene) == ("green", "circle")
+    assert resolve_target("the shape below the red circle", scene) is None  # red square absent
+    assert resolve_target("the blue circle", scene) is None  # absent (part c)
+    assert think_text(scene, "the green square", 0) == \
+        "I see red circle, green circle, green square, blue triangle. The green square is row 2 col 2."
+    assert think_text(scene, "the blue circle", 1) == \
+        "Objects: red circle, green circle, green square, blue triangle. There is no blue circle."
+    assert think_text(scene, "the shape above the green square", 2) == \
+        "4 shapes: red circle, green circle, green square, blue triangle. The green square is row 2 col 2; " \
+        "above it is row 1 col 2: the green circle."
+    assert think_text(scene, "the shape above the green square", 3, reasoned=False) == \
+        "In the image: red circle, green circle, green square, blue triangle. The green square is row 2 col 2, " \
+        "so the green square."
+    assert len({think_text(scene, "the green square", k) for k in range(len(THINK_TEMPLATES))}) == len(THINK_TEMPLATES)
+
+
+def test_relation_answer_is_the_label_or_the_named_objects_box(tmp_path):
+    generate("grid_relation", 4, 0, str(tmp_path / "r.parquet"), image_size=84)
+    for r in _rows(tmp_path / "r.parquet"):
+        assert part_of(r["extra_info"]["id"]) == "d"
+        assert relation_answer(r, True, 84) == r["reward_model"]["ground_truth"]
+        colour, shape = r["extra_info"]["question"].split()[-2:]
+        (x1, x2), px = X_CELLS[COLUMN[colour]]
+        (y1, y2), py = Y_CELLS[ROW[shape]]
+        assert json.loads(relation_answer(r, False, 84)) == [{"bbox_2d": [x1, y1, x2, y2], "point_2d": [px, py]}]
+        assert relation_answer(r, False, 84) == grid_label(colour, shape, 84)
+
+
+def test_lr_selection_and_best_checkpoint():
+    grid = {1e-4: {"best_val_acc": 0.5, "final_val_acc": 0.4}, 3e-4: {"best_val_acc": 0.6, "final_val_acc": 0.3},
+            1e-3: {"best_val_acc": 0.6, "final_val_acc": 0.5}}
+    assert select_lr(grid) == 1e-3  # best validation accuracy tie -> better final accuracy
+    grid[1e-3]["final_val_acc"] = 0.3
+    assert select_lr(grid) == 3e-4  # full tie -> the smaller lr
+    curve = [{"step": 8, "acc": 0.5, "ll_a": -3.0}, {"step": 16, "acc": 0.5, "ll_a": -2.0},
+             {"step": 24, "acc": 0.25, "ll_a": -1.0}]
+    assert best_checkpoint(curve)["step"] == 16  # accuracy tie -> higher GT log-likelihood
 
 
 def test_methods_table_is_one_switch_per_ablation():
@@ -132,8 +223,9 @@ def test_methods_table_is_one_switch_per_ablation():
 def test_run_reuse_ignores_the_method_and_seed_lists():
     from recipe.visurf.micro.driver import run_key
 
-    a = {"config": {"steps": 48, "lr": 3e-4, "methods": ["sft"], "seeds": [1]}, "overrides": []}
-    b = {"config": {"steps": 48, "lr": 3e-4, "methods": ["sft", "grpo"], "seeds": [1, 2, 3]}, "overrides": []}
+    a = {"config": {"steps": 48, "lrs": [3e-4], "methods": ["sft"], "seeds": [1]}, "overrides": [], "lr": 3e-4}
+    b = {"config": {"steps": 48, "lrs": [1e-4, 3e-4], "methods": ["sft", "grpo"], "seeds": [1, 2, 3]}, "overrides": [],
+         "lr": 3e-4}
     assert run_key(a) == run_key(b) and run_key(None) is None
     assert run_key(a) != run_key({**b, "config": {**b["config"], "steps": 24}})
 
@@ -147,23 +239,41 @@ def test_logsumexp2_and_report_summary():
                                       "acc_c": 0.0, "format_c": 1.0}
 
 
-def _run(method, seed, acc, ret):
-    return {"method": method, "seed": seed, "steps": 4, "rows_seen": 16, "train_s": 10.0 * seed,
-            "heldout": {"acc": acc, "acc_a": acc, "acc_b": 0.0, "acc_c": 1.0, "format": 1.0, "ll_b": -3.0},
-            "retention": {"acc": ret}, "curve": [{"step": 2, "acc": acc / 2}, {"step": 4, "acc": acc}],
-            "train_metrics": [{"step": 1, "visurf/gt_signal_share": 1.0}, {"step": 2, "visurf/gt_signal_share": 0.5}]}
+def _run(method, seed, acc, ret, lr=3e-4, best=None):
+    test = {"acc": acc, "acc_a": acc, "acc_b": 0.0, "acc_c": 1.0, "acc_d": acc / 2, "format": 1.0, "ll_b": -3.0}
+    return {"method": method, "seed": seed, "lr": lr, "steps": 4, "rows_seen": 16, "train_s": 10.0 * seed,
+            "eval_s": 5.0, "test": test, "test_best": {**test, "acc": acc if best is None else best},
+            "best_step": 2, "val_final": {"acc": acc}, "retention": {"acc": ret},
+            "curve": [{"step": 2, "acc": acc / 2}, {"step": 4, "acc": acc}],
+            "train_metrics": [{"step": 1, "visurf/gt_signal_share": 1.0}, {"step": 2, "visurf/gt_signal_share": 0.5}],
+            "sft_loss": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}] if method == "sft" else []}
 
 
-def test_results_summary_table_and_results_md_block(tmp_path):
+def test_results_summary_paired_differences_and_results_md_block(tmp_path):
     assert R.mean_std([1, 2, 3]) == [2.0, 1.0] and R.mean_std([0.5]) == [0.5, 0.0] and R.mean_std([]) is None
     runs = [_run("visurf", 1, 0.2, 0.5), _run("visurf", 2, 0.4, 0.7), _run("grpo", 1, 0.1, 0.6),
-            {"method": "grpo", "seed": 2, "failed": "boom"}]
-    s = R.summarize(runs)
-    assert s["visurf"]["seeds"] == 2 and s["visurf"]["acc"] == [0.3, round(math.sqrt(0.02), 4)]
-    assert s["visurf"]["retention"] == [0.6, round(math.sqrt(0.02), 4)] and s["grpo"]["seeds"] == 1
-    base = {"heldout": {"acc": 0.1, "acc_a": 0.2, "acc_b": 0.0, "acc_c": 0.0, "format": 0.9}, "retention": {"acc": 0.8}}
-    table = R.markdown_table(base, s)
-    assert "| visurf | 2 | 0.30 ± 0.14 |" in table and "| base | – | 0.10 |" in table
+            _run("grpo", 2, 0.3, 0.6), _run("grpo", 1, 0.9, 0.6, lr=1e-3),  # not at grpo's chosen lr
+            {"method": "grpo", "seed": 3, "lr": 3e-4, "failed": "boom"}, _run("sft", 1, 0.05, 0.1, lr=1e-4)]
+    chosen = {"visurf": 3e-4, "grpo": 3e-4}  # sft's grid is incomplete: summarised per lr
+    s = R.summarize(runs, chosen)
+    assert set(s) == {"visurf", "grpo", "sft@1e-04"}
+    assert s["visurf"]["seeds"] == 2 and s["visurf"]["test"]["acc"] == [0.3, round(math.sqrt(0.02), 4)]
+    assert s["visurf"]["retention"] == [0.6, round(math.sqrt(0.02), 4)] and s["grpo"]["seeds"] == 2
+    assert s["grpo"]["test"]["acc"] == [0.2, round(math.sqrt(0.02), 4)]
+    paired = R.paired_differences(runs, chosen)
+    assert set(paired) == {"grpo"}  # sft has no chosen lr
+    d = paired["grpo"]["test"]["acc"]  # seed 1: 0.2 - 0.1, seed 2: 0.4 - 0.3
+    assert d["n"] == 2 and d["per_seed"] == [0.1, 0.1] and d["mean"] == 0.1 and d["std"] == 0.0
+    assert paired["grpo"]["test"]["retention"]["per_seed"] == [-0.1, 0.1]
+    base = {"test": {"acc": 0.1, "acc_a": 0.2, "acc_b": 0.0, "acc_c": 0.0, "acc_d": 0.3, "format": 0.9},
+            "retention": {"acc": 0.8}, "style_gap": {"ll_think": -6.0, "ll_answer_only": -9.0, "gap": 3.0},
+            "sampled_val": {"sampled_a": 0.5, "sampled_d": 0.3}}
+    grid = {"visurf": {"1e-04": {"best_val_acc": 0.2, "final_val_acc": 0.1}, "3e-04": {"best_val_acc": 0.4,
+                                                                                       "final_val_acc": 0.4}}}
+    table = R.markdown_table(base, s, grid, chosen, paired)
+    assert "| visurf | 3e-04 | 2 | 0.30 ± 0.14 |" in table and "| base | – | – | 0.10 |" in table
+    assert "| visurf | 0.20 / 0.10 | 0.40 / 0.40 | 3e-04 |" in table and "| grpo | 2 | +0.10 ± 0.00 |" in table
+    assert "gap 3.0 nats" in table
     md = tmp_path / "RESULTS.md"
     md.write_text("# R\n\nbefore\n\nafter\n")
     R.update_results_md(md, "T1")
@@ -182,11 +292,14 @@ def test_rollout_reward_is_rollouts_only():
 def test_write_all_writes_json_and_curves(tmp_path):
     from recipe.visurf.micro.driver import smoke_config
 
-    base = {"heldout": {"acc": 0.1, "format": 0.9}, "retention": {"acc": 0.8}}
-    runs = [_run("visurf", 1, 0.2, 0.5), _run("grpo", 1, 0.1, 0.6)]
-    data = R.write_all(tmp_path / "micro.json", tmp_path, smoke_config(), tmp_path / "base-x", base, runs, 12.0)
+    base = {"val": {"acc": 0.1, "format": 0.9}, "test": {"acc": 0.1, "format": 0.9}, "retention": {"acc": 0.8}}
+    runs = [_run("visurf", 1, 0.2, 0.5), _run("grpo", 1, 0.1, 0.6), _run("sft", 1, 0.1, 0.6)]
+    chosen = {"visurf": 3e-4, "grpo": 3e-4, "sft": 3e-4}
+    data = R.write_all(tmp_path / "micro.json", tmp_path, smoke_config(), tmp_path / "base-x", base, runs, {}, chosen,
+                       12.0, commit="abc123")
     on_disk = json.loads((tmp_path / "micro.json").read_text())
     assert on_disk["summary"] == json.loads(json.dumps(data["summary"])) and on_disk["wall_s"] == 12.0
+    assert on_disk["commit"] == "abc123" and on_disk["paired"]["grpo"]["test"]["acc"]["per_seed"] == [0.1]
     assert on_disk["settings"]["steps"] == 2 and on_disk["settings"]["base_key"] == smoke_config().base.key()
     for png in (R.PNG_ACC, R.PNG_GT):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -196,18 +309,25 @@ def test_write_all_writes_json_and_curves(tmp_path):
 @pytest.mark.e2e
 def test_reproduce_micro_smoke(tmp_path):
     """SMOKE=1 bash examples/reproduce_micro.sh: small base, SFT (verl's SFT trainer) and ViSurf (the
-    recipe), 2 steps each, evaluated; micro.json, RESULTS.md block and curves written."""
+    recipe), a 2-lr grid on one seed, 2 steps each, evaluated on validation and test rows; micro.json
+    (lr grid, chosen lrs, commit), RESULTS.md block and curves written."""
     env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path / "out"), "VISURF_MICRO_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(["bash", str(ROOT / "examples" / "reproduce_micro.sh")], env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((tmp_path / "out" / "micro.json").read_text())
-    assert {r["method"] for r in data["runs"]} == {"sft", "visurf"}
+    assert {(r["method"], r["lr"]) for r in data["runs"]} == {(m, lr) for m in ("sft", "visurf") for lr in (1e-4, 1e-3)}
+    assert set(data["chosen_lr"]) == {"sft", "visurf"} and set(data["lr_grid"]) == {"sft", "visurf"}
+    assert data["complete"] and len(data["commit"]) >= 40 and data["wall_s"] > 0
     for r in data["runs"]:
         assert r["steps"] == 2 and r["rows_seen"] == 8 and [p["step"] for p in r["curve"]] == [2]
-        assert 0.0 <= r["heldout"]["acc"] <= 1.0 and set(r["heldout"]) >= {"acc_a", "acc_b", "acc_c", "format", "ll_c"}
+        for which in ("test", "test_best"):
+            assert 0.0 <= r[which]["acc"] <= 1.0 and set(r[which]) >= {"acc_a", "acc_b", "acc_c", "acc_d", "format", "ll_d"}
         assert 0.0 <= r["retention"]["acc"] <= 1.0
     visurf = next(r for r in data["runs"] if r["method"] == "visurf")
     assert [m["step"] for m in visurf["train_metrics"]] == [1, 2]
     assert all(m["visurf/gt_signal_share"] >= 0 for m in visurf["train_metrics"])
+    assert [p["step"] for p in next(r for r in data["runs"] if r["method"] == "sft")["sft_loss"]] == [1, 2]
+    assert {"style_gap", "sampled_val", "val", "test"} <= set(data["base"])
+    assert set(data["paired"]) == {"sft"} and data["paired"]["sft"]["test"]["acc"]["n"] == 1
     assert (tmp_path / "out" / R.PNG_ACC).is_file() and (tmp_path / "out" / "RESULTS.md").is_file()

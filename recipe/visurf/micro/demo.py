@@ -1,15 +1,15 @@
-"""The CPU main job (``examples/run_tiny_visurf_cpu.sh``): ViSurf vs GRPO from the cached base, before/after.
+"""The CPU main job (``examples/run_tiny_visurf_cpu.sh``): SFT, GRPO and ViSurf from the cached base, before/after.
 
     python -m recipe.visurf.micro.demo [--out DIR] [--steps N] [verl overrides ...]
 
-Builds (first use) or loads the cached base model (``micro.base``), writes the micro target task
-(``micro.task``), trains through the real recipe on the same ordered rows for the same number of
-steps (``micro.driver.train``; extra arguments are verl / Hydra overrides applied to every run):
-GRPO (``visurf.enable=False``), ViSurf with the recipe's defaults (answer-only GT) and ViSurf with
-the GT rendered in the policy's own response style (``visurf_gt_base_style``: the base answers
-``<think>look.</think><answer>…</answer>``; docs/RESULTS.md shows why this matters at micro scale).
-Evaluates base and the three runs on the held-out target rows and prints each ViSurf run's per-step
-metrics table (``recipe.visurf.summary``) and the before/after table.
+Builds (first use) or loads the cached base model (``micro.base``: thinks about the image when asked
+to, answers directly when asked to), writes the micro target task (``micro.task``), trains each of
+``RUNS`` through the real recipe on the same ordered rows for the same number of steps at its lr
+(``LRS``; ``micro.driver.train``; extra arguments are verl / Hydra overrides applied to the RL runs),
+evaluates base and runs on the test rows (greedy; per part: (a) known, (b) new concept, (c)
+non-object, (d) reasoning) and prints ViSurf's per-step metrics table (``recipe.visurf.summary``) and
+the before/after table. Deterministic: the data, the base, the training order and the evaluation are
+seeded; the rollouts' sampling is seeded by the CPU rollout (issue 17, item 1).
 """
 
 from __future__ import annotations
@@ -21,24 +21,28 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from recipe.visurf.micro.driver import ROOT, MicroConfig, evaluate_run, prepare, train
+from recipe.visurf.micro.driver import METHODS, ROOT, MicroConfig, prepare, train
+from recipe.visurf.micro.evaluation import evaluate_model
 from recipe.visurf.micro.task import ordered_train
 
 SEED = 1
-RUNS = (("grpo", "GRPO"), ("visurf", "ViSurf (default: answer-only GT)"),
-        ("visurf_gt_base_style", "ViSurf (GT in the policy's style)"))
+RUNS = (("sft", "SFT (verl SFT trainer)"), ("grpo", "GRPO"), ("visurf", "ViSurf (paper defaults)"))
+# Each method's lr. To be set from the full run's choice (docs/results/micro.json "chosen_lr") once it
+# has run on the current base and task; until then the previous instrument's common lr.
+LRS = {"sft": 3e-4, "grpo": 3e-4, "visurf": 3e-4}
 
 
 def before_after_table(rows: list[tuple[str, dict]]) -> str:
-    """Fixed-width table: accuracy overall / (a) known / (b) new concept / (c) non-object, format rate,
-    mean GT log-likelihood of (b) and (c), one line per model."""
+    """Fixed-width table: accuracy overall / per part (a) known, (b) new concept, (c) non-object,
+    (d) reasoning, format rate, mean GT log-likelihood of (b) and (d), one line per model."""
     w = max(len(name) for name, _ in rows)
-    head = f"{'model':<{w}} {'acc':>6} {'(a) known':>10} {'(b) new concept':>16} {'(c) non-object':>15} " \
-           f"{'format':>7} {'LL (b)':>8} {'LL (c)':>8}"
+    head = f"{'model':<{w}} {'acc':>6} {'(a) known':>10} {'(b) new':>8} {'(c) none':>9} {'(d) reason':>11} " \
+           f"{'format':>7} {'LL (b)':>8} {'LL (d)':>8}"
     lines = [head, "-" * len(head)]
     for name, h in rows:
-        lines.append(f"{name:<{w}} {h['acc']:>6.2f} {h.get('acc_a', 0):>10.2f} {h.get('acc_b', 0):>16.2f} "
-                     f"{h.get('acc_c', 0):>15.2f} {h['format']:>7.2f} {h.get('ll_b', 0):>8.1f} {h.get('ll_c', 0):>8.1f}")
+        lines.append(f"{name:<{w}} {h['acc']:>6.2f} {h.get('acc_a', 0):>10.2f} {h.get('acc_b', 0):>8.2f} "
+                     f"{h.get('acc_c', 0):>9.2f} {h.get('acc_d', 0):>11.2f} {h['format']:>7.2f} "
+                     f"{h.get('ll_b', 0):>8.1f} {h.get('ll_d', 0):>8.1f}")
     return "\n".join(lines)
 
 
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "outputs" / "tiny_visurf_cpu"))
     p.add_argument("--steps", type=int, default=32, help="optimizer steps per method (default 32)")
-    p.add_argument("overrides", nargs="*", help="verl / Hydra overrides for both runs (key=value)")
+    p.add_argument("overrides", nargs="*", help="verl / Hydra overrides for the RL runs (key=value)")
     args = p.parse_args(argv)
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:5.0f}s] {msg}", flush=True)
 
-    base, files, base_eval = prepare(cfg, out, log)
+    base, files, base_eval = prepare(cfg, out, log, full=False)
     log(f"base model: {base}")
     rows = ordered_train(files.train_pool, out / "data" / f"train_seed{SEED}_{cfg.steps}x{cfg.batch}.parquet",
                          cfg.steps, cfg.batch, SEED)
@@ -71,23 +75,25 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        log(f"training {method} through verl on CPU: {cfg.steps} steps, G={cfg.n}, {cfg.batch} prompts/step "
-            f"(log: {work / 'train.log'})")
+        log(f"training {method} through verl on CPU: {cfg.steps} steps, lr {LRS[method]:g}, G={cfg.n}, "
+            f"{cfg.batch} prompts/step (log: {work / 'train.log'})")
         t1 = time.time()
-        ckpts, metrics = train(cfg, method, SEED, base, rows, files.heldout, work, log,
-                               extra=tuple(args.overrides))
-        log(f"{method}: trained in {time.time() - t1:.0f}s; evaluating on {base_eval['heldout']['n']} held-out rows")
-        results[method] = evaluate_run(ckpts[-1:], files.heldout, files.retention, cfg.base.think, work)
-        results[method]["metrics"] = str(metrics)
+        ckpts, metrics, _ = train(cfg, method, SEED, LRS[method], base, rows, files.val, work, log,
+                                  extra=tuple(args.overrides) if METHODS[method][0] != "sft" else ())
+        log(f"{method}: trained in {time.time() - t1:.0f}s; evaluating on {base_eval['test']['n']} test rows")
+        results[method] = {"test": evaluate_model(ckpts[-1][1], files.test, work / "eval_test"),
+                           "metrics": str(metrics) if metrics else None}
     (out / "before_after.json").write_text(json.dumps({"base": base_eval, **results}, indent=1))
     from recipe.visurf.summary import format_table, read_metrics
 
-    for method, title in RUNS[1:]:
-        print(f"\n{title}, per step (verl metrics):")
-        print(format_table(read_metrics(results[method]["metrics"])))
-    print(f"\nHeld-out target rows ({base_eval['heldout']['n']}; (a) known concept, (b) new concept "
-          f"'purple', (c) non-object -> []), greedy, before and after {cfg.steps} steps:")
-    print(before_after_table([("base", base_eval["heldout"])] + [(t, results[m]["heldout"]) for m, t in RUNS]))
+    print("\nViSurf, per step (verl metrics):")
+    print(format_table(read_metrics(results["visurf"]["metrics"])))
+    print(f"\nTest rows ({base_eval['test']['n']}; (a) known concept, (b) new concept 'purple', (c) non-object "
+          f"-> [], (d) reasoning: 'the circle' / 'the red shape'), greedy, before and after {cfg.steps} steps:")
+    print(before_after_table([("base", base_eval["test"])] + [(t, results[m]["test"]) for m, t in RUNS]))
+    g = base_eval["style_gap"]
+    print(f"\nBase: log-likelihood of a known answer under the thinking prompt: with its think block "
+          f"{g['ll_think']:.1f}, answer-only {g['ll_answer_only']:.1f} (gap {g['gap']:.1f} nats).")
     log("done")
     return 0
 

@@ -2,14 +2,20 @@
 
 ``micro.json``::
 
-    {"settings": {...}, "base": {"key", "heldout": {...}, "retention": {...}},
-     "runs": [{"method", "seed", "steps", "rows_seen", "train_s", "eval_s",
-               "heldout": {"acc", "acc_a", "acc_b", "acc_c", "format", "ll_a", ...},
-               "retention": {"acc", "format", ...}, "curve": [{"step", ...held-out report}],
-               "train_metrics": [{"step", "visurf/gt_signal_share", ...}]}, ...],
-     "summary": {method: {"seeds": n, "<metric>": [mean, std], ...}}, "wall_s": ...}
+    {"settings": {...}, "commit": "<git HEAD>", "wall_s": ..., "complete": bool,
+     "base": {"dir", "val": {...}, "test": {...}, "retention": {...}, "style_gap": {...}, "sampled_val": {...}},
+     "runs": [{"method", "seed", "lr", "steps", "rows_seen", "train_s", "eval_s",
+               "curve": [{"step", ...validation report}], "val_final", "best_step",
+               "test": {"step", "acc", "acc_a", ..., "acc_d", "format", "ll_a", ...}, "test_best": {...},
+               "retention": {"acc", ...}, "train_metrics": [{"step", ...}], "sft_loss": [{"step", "loss"}]}, ...],
+     "lr_grid": {method: {lr: {"best_val_acc", "final_val_acc", "best_step"}}}, "chosen_lr": {method: lr},
+     "summary": {method: {"lr", "seeds", "test": {key: [mean, std]}, "test_best": {...}, ...}},
+     "paired": {baseline: {"test" | "test_best": {key: {"mean", "std", "n", "per_seed"}}}}}
 
-``std`` is the sample standard deviation over seeds (``ddof=1``; 0 for a single seed).
+``std`` is the sample standard deviation over seeds (``ddof=1``; 0 for a single seed). A summary row
+holds the runs at the method's chosen lr (ablations: ViSurf's); a method whose lr grid is not finished
+yet is summarised per lr (``method@lr``). ``paired``: ViSurf minus the baseline, seed by seed (the
+same seed = the same training rows in the same order), at the chosen lrs.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from pathlib import Path
 
 TABLE_START = "<!-- micro:table:start (written by recipe.visurf.micro.results; do not edit) -->"
 TABLE_END = "<!-- micro:table:end -->"
-SUMMARY_KEYS = ("acc", "acc_a", "acc_b", "acc_c", "format", "ll_a", "ll_b", "ll_c")
+PARTS = ("a", "b", "c", "d")
+SUMMARY_KEYS = ("acc", *(f"acc_{p}" for p in PARTS), "format", *(f"ll_{p}" for p in PARTS))
+PAIRED_KEYS = ("acc", *(f"acc_{p}" for p in PARTS))
+MAIN_METHODS = ("sft", "grpo", "sft_grpo", "visurf")
 TRAIN_KEYS = (
     "critic/score/mean",
     "visurf/rollout_reward_mean",
@@ -57,6 +66,13 @@ def train_metrics(path: str | Path) -> list[dict]:
     return [{"step": r["step"], **{k: float(r[k]) for k in TRAIN_KEYS if k in r}} for r in rows]
 
 
+def sft_loss(path: str | Path) -> list[dict]:
+    """Per-step ``train/loss`` of verl's SFT trainer (its file-logger JSONL): ``[{"step", "loss"}]``."""
+    from recipe.visurf.summary import read_metrics
+
+    return [{"step": r["step"], "loss": float(r["train/loss"])} for r in read_metrics(path) if "train/loss" in r]
+
+
 def mean_std(values: list[float]) -> list[float] | None:
     """``[mean, sample std]`` (std 0 for one value); None when empty."""
     vals = [float(v) for v in values if v is not None]
@@ -67,21 +83,68 @@ def mean_std(values: list[float]) -> list[float] | None:
     return [round(m, 4), round(s, 4)]
 
 
-def summarize(runs: list[dict]) -> dict:
-    """Per method: seeds, mean/std of the held-out ``SUMMARY_KEYS``, retention accuracy, wall times."""
-    out: dict[str, dict] = {}
-    for method in dict.fromkeys(r["method"] for r in runs):
-        ok = [r for r in runs if r["method"] == method and "failed" not in r]
-        if not ok:
+def lr_of(method: str, chosen: dict) -> float | None:
+    """The lr a method is reported at: its own chosen lr (main methods) or ViSurf's (ablations)."""
+    return chosen.get(method if method in MAIN_METHODS else "visurf")
+
+
+def reported_groups(runs: list[dict], chosen: dict) -> dict[str, list[dict]]:
+    """Finished runs grouped for the summary: ``method`` -> runs at ``lr_of``; a method without a chosen lr
+    -> ``method@lr`` per lr."""
+    out: dict[str, list[dict]] = {}
+    for r in runs:
+        if "failed" in r:
             continue
-        s: dict = {"seeds": len(ok), "steps": ok[0]["steps"], "rows_seen": ok[0]["rows_seen"]}
-        for k in SUMMARY_KEYS:
-            ms = mean_std([r["heldout"].get(k) for r in ok])
-            if ms is not None:
-                s[k] = ms
+        lr = lr_of(r["method"], chosen)
+        if lr is None:
+            out.setdefault(f"{r['method']}@{r['lr']:.0e}", []).append(r)
+        elif r["lr"] == lr:
+            out.setdefault(r["method"], []).append(r)
+    return out
+
+
+def summarize(runs: list[dict], chosen: dict) -> dict:
+    """Per reported group (``reported_groups``): lr, seeds, mean/std of the test ``SUMMARY_KEYS`` at the
+    final step and at the best validation checkpoint, the best step, retention accuracy, wall times."""
+    out: dict[str, dict] = {}
+    for name, ok in reported_groups(runs, chosen).items():
+        s: dict = {"method": ok[0]["method"], "lr": ok[0]["lr"], "seeds": len(ok), "steps": ok[0]["steps"],
+                   "rows_seen": ok[0]["rows_seen"]}
+        for which in ("test", "test_best"):
+            s[which] = {k: ms for k in SUMMARY_KEYS if (ms := mean_std([r[which].get(k) for r in ok])) is not None}
+        s["best_step"] = [r["best_step"] for r in ok]
         s["retention"] = mean_std([r["retention"]["acc"] for r in ok])
         s["train_s"] = mean_std([r["train_s"] for r in ok])
-        out[method] = s
+        s["eval_s"] = mean_std([r["eval_s"] for r in ok])
+        out[name] = s
+    return out
+
+
+def paired_differences(runs: list[dict], chosen: dict, method: str = "visurf",
+                       baselines: tuple[str, ...] = ("sft", "grpo", "sft_grpo")) -> dict:
+    """``{baseline: {"test" | "test_best": {key: {"mean", "std", "n", "per_seed"}}}}``: ``method`` minus
+    ``baseline`` on the seeds both finished at their reported lrs (``lr_of``), key by key (``PAIRED_KEYS``,
+    plus ``retention`` for ``test``); ``std`` over seeds as ``mean_std``."""
+    groups = reported_groups(runs, chosen)
+    mine = {r["seed"]: r for r in groups.get(method, [])}
+    out: dict[str, dict] = {}
+    for b in baselines:
+        theirs = {r["seed"]: r for r in groups.get(b, [])}
+        seeds = sorted(set(mine) & set(theirs))
+        if not seeds:
+            continue
+        entry: dict[str, dict] = {}
+        for which in ("test", "test_best"):
+            d: dict[str, dict] = {}
+            keys = PAIRED_KEYS + (("retention",) if which == "test" else ())
+            for k in keys:
+                get = (lambda r: r["retention"]["acc"]) if k == "retention" else (lambda r, k=k: r[which].get(k))
+                diffs = [get(mine[s]) - get(theirs[s]) for s in seeds if get(mine[s]) is not None and get(theirs[s]) is not None]
+                if diffs:
+                    m, sd = mean_std(diffs)
+                    d[k] = {"mean": m, "std": sd, "n": len(diffs), "per_seed": [round(x, 4) for x in diffs]}
+            entry[which] = d
+        out[b] = entry
     return out
 
 
@@ -92,20 +155,62 @@ def _cell(ms) -> str:
     return f"{m:.2f}" if s == 0 else f"{m:.2f} ± {s:.2f}"
 
 
-def markdown_table(base_eval: dict, summary: dict) -> str:
-    """Held-out accuracy (overall, per part), format rate, retention, GT log-likelihood, seeds, train time."""
-    head = ("| method | seeds | held-out acc | (a) known | (b) new concept | (c) non-object | format | retention "
-            "| LL (a) | LL (b) | LL (c) | train s |")
-    lines = [head, "|" + "---|" * 12]
-    h, r = base_eval["heldout"], base_eval["retention"]
-    lines.append(f"| base | – | {h['acc']:.2f} | {h.get('acc_a', 0):.2f} | {h.get('acc_b', 0):.2f} | "
-                 f"{h.get('acc_c', 0):.2f} | {h['format']:.2f} | {r['acc']:.2f} | {h.get('ll_a', 0):.1f} | "
-                 f"{h.get('ll_b', 0):.1f} | {h.get('ll_c', 0):.1f} | – |")
-    for method, s in summary.items():
-        ll = [f"{s[k][0]:.1f}" if k in s else "–" for k in ("ll_a", "ll_b", "ll_c")]
-        lines.append(f"| {method} | {s['seeds']} | {_cell(s.get('acc'))} | {_cell(s.get('acc_a'))} | "
-                     f"{_cell(s.get('acc_b'))} | {_cell(s.get('acc_c'))} | {_cell(s.get('format'))} | "
-                     f"{_cell(s.get('retention'))} | {' | '.join(ll)} | {s['train_s'][0]:.0f} |")
+def _diff_cell(d: dict | None) -> str:
+    if d is None:
+        return "–"
+    return f"{d['mean']:+.2f} ± {d['std']:.2f}" if d["n"] > 1 else f"{d['mean']:+.2f}"
+
+
+def markdown_table(base_eval: dict, summary: dict, grid: dict | None = None, chosen: dict | None = None,
+                   paired: dict | None = None) -> str:
+    """Test accuracy (overall, per part) at the final step, format, retention, GT log-likelihood; the same
+    at the best validation checkpoint; the lr grid's validation scores; ViSurf's paired differences."""
+    parts = " | ".join(f"({p})" for p in PARTS)
+    head = f"| method | lr | seeds | test acc | {parts} | format | retention | LL (b) | LL (c) | LL (d) | train s |"
+    lines = ["Test rows, **final step**:", "", head, "|" + "---|" * (head.count("|") - 1)]
+    h, r = base_eval["test"], base_eval["retention"]
+    lines.append(f"| base | – | – | {h['acc']:.2f} | " + " | ".join(f"{h.get(f'acc_{p}', 0):.2f}" for p in PARTS)
+                 + f" | {h['format']:.2f} | {r['acc']:.2f} | "
+                 + " | ".join(f"{h.get(f'll_{p}', 0):.1f}" for p in "bcd") + " | – |")
+    for name, s in summary.items():
+        t = s["test"]
+        ll = [f"{t[f'll_{p}'][0]:.1f}" if f"ll_{p}" in t else "–" for p in "bcd"]
+        lines.append(f"| {name} | {s['lr']:.0e} | {s['seeds']} | {_cell(t.get('acc'))} | "
+                     + " | ".join(_cell(t.get(f"acc_{p}")) for p in PARTS)
+                     + f" | {_cell(t.get('format'))} | {_cell(s.get('retention'))} | {' | '.join(ll)} | "
+                     f"{s['train_s'][0]:.0f} |")
+    head = f"| method | best step(s) | test acc | {parts} | format |"
+    lines += ["", "Test rows, **best validation checkpoint** of each run:", "", head,
+              "|" + "---|" * (head.count("|") - 1)]
+    for name, s in summary.items():
+        t = s["test_best"]
+        lines.append(f"| {name} | {', '.join(map(str, s['best_step']))} | {_cell(t.get('acc'))} | "
+                     + " | ".join(_cell(t.get(f"acc_{p}")) for p in PARTS) + f" | {_cell(t.get('format'))} |")
+    if grid:
+        lrs = sorted({lr for g in grid.values() for lr in g}, key=float)
+        head = "| method | " + " | ".join(f"lr {lr}" for lr in lrs) + " | chosen |"
+        lines += ["", "lr grid, **validation** accuracy (best checkpoint / final step), one seed:", "", head,
+                  "|" + "---|" * (head.count("|") - 1)]
+        for m, g in grid.items():
+            cells = [f"{g[lr]['best_val_acc']:.2f} / {g[lr]['final_val_acc']:.2f}" if lr in g else "–" for lr in lrs]
+            c = (chosen or {}).get(m)
+            lines.append(f"| {m} | {' | '.join(cells)} | {f'{c:.0e}' if c else '–'} |")
+    if paired:
+        head = f"| ViSurf − | seeds | test acc | {parts} | retention | test acc (best-val ckpt) |"
+        lines += ["", "Paired differences, ViSurf minus baseline, seed by seed (mean ± std over seeds):", "", head,
+                  "|" + "---|" * (head.count("|") - 1)]
+        for b, e in paired.items():
+            t, tb = e.get("test", {}), e.get("test_best", {})
+            n = t.get("acc", {}).get("n", 0)
+            lines.append(f"| {b} | {n} | {_diff_cell(t.get('acc'))} | "
+                         + " | ".join(_diff_cell(t.get(f"acc_{p}")) for p in PARTS)
+                         + f" | {_diff_cell(t.get('retention'))} | {_diff_cell(tb.get('acc'))} |")
+    g, sv = base_eval.get("style_gap"), base_eval.get("sampled_val")
+    if g:
+        lines += ["", f"Base: log-likelihood of a known answer under the thinking prompt (retention rows): with "
+                  f"its think block {g['ll_think']:.1f}, answer-only {g['ll_answer_only']:.1f} (gap {g['gap']:.1f} nats)."
+                  + (" Share of correct temperature-1 samples on validation rows: "
+                     + ", ".join(f"({k.split('_')[1]}) {v:.2f}" for k, v in sv.items()) + "." if sv else "")]
     return "\n".join(lines)
 
 
@@ -140,15 +245,16 @@ def point_value(point: dict, key: str) -> float | None:
     return point.get(key)
 
 
-def _curves(runs: list[dict], method: str, key: str, field: str = "curve") -> tuple[list[int], list[float], list[float]]:
-    """Steps, mean and std over seeds of ``key`` along ``field`` (steps present in every seed)."""
-    ok = [r for r in runs if r["method"] == method and "failed" not in r]
+def _curves(runs: list[dict], key: str, field: str = "curve") -> tuple[list[int], list[float], list[float]]:
+    """Steps, mean and std over ``runs`` (one group's seeds) of ``key`` along ``field`` (steps present in
+    every run)."""
+    ok = runs
     per_step: dict[int, list[float]] = {}
     for r in ok:
         # sft_grpo's RL metrics count from its own first step: shift them behind the SFT half
         offset = r["steps"] // 2 if field == "train_metrics" and r.get("kind") == "sft_rl" else 0
         for p in r.get(field, []):
-            v = point_value(p, key)
+            v = p.get("loss") if field == "sft_loss" else point_value(p, key)
             if v is not None:
                 per_step.setdefault(p["step"] + offset, []).append(v)
     steps = sorted(s for s, v in per_step.items() if len(v) == len(ok))
@@ -156,30 +262,30 @@ def _curves(runs: list[dict], method: str, key: str, field: str = "curve") -> tu
     return steps, [m for m, _ in ms], [s for _, s in ms]
 
 
-def plot_curves(docs: Path, base_eval: dict, runs: list[dict]) -> list[Path]:
-    """``PNG_ACC``: held-out accuracy (overall, a, b, c), format rate and mean GT log-likelihood per step
-    and method (mean ± std over seeds, the base at step 0); ``PNG_GT``: per training step, the GT's
-    signal share and advantage and the rollouts' accuracy reward."""
+def plot_curves(docs: Path, base_eval: dict, groups: dict[str, list[dict]]) -> list[Path]:
+    """``PNG_ACC``: validation accuracy (overall, a, b, c, d), format rate and mean GT log-likelihood per
+    step and reported group (``reported_groups``; mean ± std over seeds, the base at step 0); ``PNG_GT``:
+    per training step, the GT's signal share and advantage, the rollouts' reward and thinking format,
+    and SFT's training loss (verl's SFT trainer: does it plateau within the budget?)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(dict.fromkeys(r["method"] for r in runs if "failed" not in r))
+    methods = list(groups)
     color = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one colour per method in every panel
-    main = {"sft", "grpo", "sft_grpo", "visurf"}
-    style = {m: "-" if m in main else "--" for m in methods}
+    style = {m: "-" if groups[m][0]["method"] in MAIN_METHODS else "--" for m in methods}
     docs.mkdir(parents=True, exist_ok=True)
-    panels = [("acc", "held-out accuracy"), ("acc_a", "(a) known concept"), ("acc_b", "(b) new concept"),
-              ("acc_c", "(c) non-object"), ("format", "format rate"), ("ll_b", "GT log-lik., (b) new concept"),
-              ("ll_c", "GT log-lik., (c) non-object")]
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8))
+    panels = [("acc", "validation accuracy"), ("acc_a", "(a) known concept"), ("acc_b", "(b) new concept"),
+              ("acc_c", "(c) non-object"), ("acc_d", "(d) reasoning"), ("format", "format rate"),
+              ("ll_b", "GT log-lik., (b) new concept"), ("ll_d", "GT log-lik., (d) reasoning")]
+    fig, axes = plt.subplots(3, 3, figsize=(16, 12))
     for ax, (key, title) in zip(axes.flat, panels):
         for m in methods:
-            steps, mean, std = _curves(runs, m, key)
+            steps, mean, std = _curves(groups[m], key)
             if not steps:
                 continue
-            b = base_eval["heldout"].get(key)
+            b = base_eval["val"].get(key)
             xs, ys, ss = ([0] + steps, [b] + mean, [0] + std) if b is not None else (steps, mean, std)
             ax.plot(xs, ys, style[m], color=color[m], marker="o", ms=3, label=m)
             ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], color=color[m],
@@ -189,7 +295,7 @@ def plot_curves(docs: Path, base_eval: dict, runs: list[dict]) -> list[Path]:
     axes.flat[-1].axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     axes.flat[-1].legend(handles, labels, loc="center")
-    fig.suptitle("Micro reproduction: held-out target rows (mean ± std over seeds; step 0 = base)")
+    fig.suptitle("Micro reproduction: validation target rows (mean ± std over seeds; step 0 = base)")
     fig.tight_layout()
     acc_png = docs / PNG_ACC
     fig.savefig(acc_png, dpi=80)
@@ -198,11 +304,12 @@ def plot_curves(docs: Path, base_eval: dict, runs: list[dict]) -> list[Path]:
     gt_panels = [("visurf/gt_signal_share", "GT signal share (groups with |A_gt| > 1e-4)"),
                  ("visurf/gt_advantage_mean", "GT advantage (mean over groups)"),
                  (ROLLOUT_REWARD, "rollouts' mean reward (0-7)"),
-                 ("visurf/rollout_thinking_format_mean", "rollouts' thinking-format reward")]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 5))
+                 ("visurf/rollout_thinking_format_mean", "rollouts' thinking-format reward"),
+                 ("loss", "SFT train loss per token (verl SFT trainer)")]
+    fig, axes = plt.subplots(1, 5, figsize=(22, 5))
     for ax, (key, title) in zip(axes, gt_panels):
         for m in methods:
-            steps, mean, std = _curves(runs, m, key, field="train_metrics")
+            steps, mean, std = _curves(groups[m], key, field="sft_loss" if key == "loss" else "train_metrics")
             if steps:
                 ax.plot(steps, mean, style[m], color=color[m], marker="o", ms=2, label=m)
         ax.set_title(title, fontsize=10)
@@ -218,17 +325,21 @@ def plot_curves(docs: Path, base_eval: dict, runs: list[dict]) -> list[Path]:
 
 
 def write_all(results_path: Path, docs: Path, cfg, base_dir: Path, base_eval: dict, runs: list[dict],
-              wall_s: float) -> dict:
+              grid: dict, chosen: dict, wall_s: float, commit: str, complete: bool = False) -> dict:
     """Write ``micro.json``, the table block of ``<docs>/RESULTS.md`` and the curves; returns the JSON."""
-    summary = summarize(runs)
-    data = {"settings": config_dict(cfg), "base": {"dir": base_dir.name, **base_eval}, "runs": runs,
-            "summary": summary, "wall_s": round(wall_s, 1)}
+    summary = summarize(runs, chosen)
+    paired = paired_differences(runs, chosen)
+    data = {"settings": config_dict(cfg), "commit": commit, "wall_s": round(wall_s, 1), "complete": complete,
+            "base": {"dir": base_dir.name, **base_eval}, "runs": runs, "lr_grid": grid,
+            "chosen_lr": {m: lr for m, lr in chosen.items()}, "summary": summary, "paired": paired}
     _atomic_write(Path(results_path), json.dumps(data, indent=1))
     ok = [r for r in runs if "failed" not in r]
     if ok:
-        plot_curves(Path(docs), base_eval, ok)
-        failed = [f"{r['method']} s{r['seed']}" for r in runs if "failed" in r]
-        block = markdown_table(base_eval, summary) + (f"\n\nFailed runs: {', '.join(failed)}" if failed else "")
-        block += f"\n\nWall time so far: {wall_s / 60:.1f} min for {len(ok)} runs."
+        plot_curves(Path(docs), base_eval, reported_groups(runs, chosen))
+        failed = [f"{r['method']} lr {r['lr']:.0e} s{r['seed']}" for r in runs if "failed" in r]
+        block = markdown_table(base_eval, summary, grid, chosen, paired)
+        block += f"\n\nFailed runs: {', '.join(failed)}" if failed else ""
+        block += (f"\n\nWall time {'' if complete else 'so far '}: {wall_s / 60:.1f} min for {len(ok)} runs "
+                  f"(commit {commit[:12]}{'' if complete else '; run not complete'}).")
         update_results_md(Path(docs) / "RESULTS.md", block)
     return data
