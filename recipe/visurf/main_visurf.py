@@ -64,7 +64,9 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
     * ``trainer.use_v1``: the recipe config sets False — the recipe runs verl's classic (v0) trainer
       (``ViSurfTaskRunner``), so the printed config says so; ``trainer.use_v1=True`` is rejected.
     * CPU (``VERL_PLATFORM=cpu``): ``verl_ext.cpu.launcher.CPU_CONFIG`` for keys the user did
-      not set, and ``ray_kwargs.ray_init`` with fake GPUs and the CPU env for every worker.
+      not set, and ``ray_kwargs.ray_init`` with fake GPUs and the CPU env for every worker (joining
+      an existing cluster, ``+ray_kwargs.ray_init.address=HOST:PORT`` or ``RAY_ADDRESS``: the env
+      only — the nodes bring their own CPUs and fake GPUs, ``tests/test_two_node.py``).
     * Last, with ViSurf on: ``check_verl_combination`` rejects the verl settings a ViSurf run
       cannot train correctly with (estimator, in-reward KL, batch split, ...), naming the fix.
     """
@@ -110,7 +112,10 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
                     OmegaConf.update(config, key, value, force_add=True)
             ray_init = config.ray_kwargs.ray_init
             cpu_ray = ray_init_config()
-            for key in ("num_cpus", "num_gpus", "include_dashboard"):
+            # an existing cluster (ray_init.address or RAY_ADDRESS) has its own resources: ray.init
+            # refuses num_cpus / num_gpus then, and the dashboard is the cluster's
+            joining = bool(ray_init.get("address") or os.environ.get("RAY_ADDRESS"))
+            for key in () if joining else ("num_cpus", "num_gpus", "include_dashboard"):
                 if f"ray_kwargs.ray_init.{key}" not in user_keys and ray_init.get(key) is None:
                     ray_init[key] = cpu_ray[key]
             ray_init.runtime_env.env_vars = {**cpu_ray["runtime_env"]["env_vars"], **ray_init.runtime_env.env_vars}
