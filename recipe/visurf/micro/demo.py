@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"arguments must be verl overrides key=value, got {bad}")
     cfg = replace(MicroConfig(), steps=args.steps, eval_every=args.steps)
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the trainers run in the run's directory: relative paths would break
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nViSurf, per step (verl metrics):")
     print(format_table(read_metrics(results["visurf"]["metrics"])))
     print(f"\nTest rows ({base_eval['test']['n']}; (a) known concept, (b) new concept 'purple', (c) non-object "
-          f"-> [], (d) reasoning: 'the circle' / 'the red shape'), greedy, before and after {cfg.steps} steps:")
+          f"-> [], (d) reasoning: 'the shape right of the green circle'), greedy, before and after {cfg.steps} steps:")
     print(before_after_table([("base", base_eval["test"])] + [(t, results[m]["test"]) for m, t in RUNS]))
     g = base_eval["style_gap"]
     print(f"\nBase: log-likelihood of a known answer under the thinking prompt: with its think block "

@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, ablation_seeds=tuple(args.ablation_seeds))
     if args.lrs:
         cfg = replace(cfg, lrs=tuple(args.lrs))
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the trainers run in the run's directory: relative paths would break
     results_path = Path(args.results or (out / "micro.json" if args.smoke else ROOT / "docs" / "results" / "micro.json"))
     docs = Path(args.docs or (out if args.smoke else ROOT / "docs"))
     out.mkdir(parents=True, exist_ok=True)
