@@ -54,8 +54,9 @@ ROLLOUT_NAME = "hf"
 WIDTH_MULTIPLE = 16  # prompt-width bucket: a row is left-padded to its length rounded up to this (any
 # padding costs a masked attention, ~+25% decode time here; more padding ~linearly more; wider buckets split less)
 MIN_ROWS = 4  # a batch of fewer requests is filled with copies to this many rows (row-invariant numbers)
-GATHER_S = 0.02  # a batch starts once no request of its kind arrived for this long (the agent loop sends a
-# step's requests one after the other; starting on the first one generates it alone, the rest after it)
+GATHER_S = 0.1  # a batch starts once no request of its kind arrived for this long. The agent loop sends a
+# step's requests over 0.1-0.4 s with gaps up to ~90 ms (bench_step --phases, 2 busy cores); starting on the
+# first one generated it alone (~0.6 s, 11% of a step), the other 31 after it; 20 ms still split 4 of 5 steps
 
 
 def server_actor_name(replica_rank: int) -> str:

@@ -30,6 +30,7 @@ GT is never silently truncated.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -138,6 +139,7 @@ class VisurfGTAgentLoop(SingleTurnAgentLoop):
         if len(ids) > self.response_length:  # the manager skips these; never truncate silently
             raise ValueError(f"GT of {len(ids)} tokens exceeds response_length {self.response_length}")
         log_probs = [0.0] * len(ids) if sampling_params.get("logprobs") else None
+        await _after_sampled_requests(self.server_manager)
         sampler, self.server_manager = self.server_manager, _GTServer(ids, log_probs)
         try:
             return await super().run(sampling_params, **kwargs)
@@ -163,6 +165,7 @@ class VisurfPadAgentLoop(SingleTurnAgentLoop):
     async def run(self, sampling_params: dict[str, Any], **kwargs):
         ids = [self.tokenizer.eos_token_id]
         log_probs = [0.0] if sampling_params.get("logprobs") else None
+        await _after_sampled_requests(self.server_manager)
         sampler, self.server_manager = self.server_manager, _GTServer(ids, log_probs)
         try:
             return await super().run(sampling_params, **kwargs)
@@ -170,9 +173,54 @@ class VisurfPadAgentLoop(SingleTurnAgentLoop):
             self.server_manager = sampler
 
 
+class _SentCountdown:
+    """Set once ``n`` sampled requests entered the LLM client (``arrive`` per request)."""
+
+    def __init__(self, n: int):
+        self.left, self.event = n, asyncio.Event()
+        if n <= 0:
+            self.event.set()
+
+    def arrive(self) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            self.event.set()
+
+
+SENT_WAIT_S = 5.0  # the wait is for speed only: a sampled row's loop that never calls the server cannot hang the GT
+
+
+async def _after_sampled_requests(client) -> None:
+    """GT / pad rows do their (CPU) work after the batch's sampled requests were sent (at most
+    ``SENT_WAIT_S`` later): otherwise it runs between those sends on the worker's event loop and
+    the rollout server, which batches what has arrived, starts on part of them (bench/README.md)."""
+    countdown = getattr(client, "visurf_sent", None)
+    if countdown is not None:
+        try:
+            await asyncio.wait_for(countdown.event.wait(), SENT_WAIT_S)
+        except asyncio.TimeoutError:
+            pass
+
+
 class VisurfAgentLoopWorker(AgentLoopWorker):
-    """verl's agent-loop worker, unchanged: ray imports this module in the worker process to build
-    it, which registers ``visurf_gt`` / ``visurf_pad`` there (verl's agent-loop ``register``)."""
+    """verl's agent-loop worker; ray imports this module in the worker process to build it, which
+    registers ``visurf_gt`` / ``visurf_pad`` there (verl's agent-loop ``register``). Per batch it
+    counts the sampled requests entering the LLM client, so GT / pad rows can wait for them all."""
+
+    async def generate_sequences(self, batch: DataProto) -> DataProto:
+        names = batch.non_tensor_batch.get("agent_name")
+        n = len(batch) if names is None else int((~np.isin(np.asarray(names, dtype=str), [GT_AGENT_NAME, PAD_AGENT_NAME])).sum())
+        client = self.llm_client
+        if not getattr(client, "visurf_counting", False):
+            generate = client.generate
+
+            async def counting_generate(*args, **kwargs):
+                client.visurf_sent.arrive()
+                return await generate(*args, **kwargs)
+
+            client.generate, client.visurf_counting = counting_generate, True
+        client.visurf_sent = _SentCountdown(n)
+        return await super().generate_sequences(batch)
 
 
 def worker_tokenizer(model_config: Any):
