@@ -12,12 +12,21 @@ Per-step times come from verl's own metrics (``timing_s/*`` via the file logger,
 max over the run of the summed RSS of the process tree (driver, ray's gcs/raylet, workers),
 sampled with psutil every ``--interval`` s. Summed RSS counts shared pages (ray's object
 store, shared libraries) once per process, so it overstates real memory; it is the same
-yardstick for both runs. Runs are interleaved (GRPO, ViSurf, GRPO, ViSurf, ...) so that the
+yardstick for both runs. Runs are interleaved ABBA (GRPO, ViSurf, ViSurf, GRPO, ...) so that the
 load of a shared machine hits both alike; ``--repeats`` sets the number of pairs.
 
+The bench judges itself. ViSurf's only extra work is the teacher-forced GT row, 1/G more rows
+in the old-log-prob pass and the update, so its limit, computed from the GRPO runs, is
+``1 + (old_log_prob + update_actor) / (G * step)``; generation samples the same G*prompts
+responses in both, so the gen ratio should be 1. Verdict: PASS when the step ratio with
+generation held equal is <= limit + 0.02 and the gen ratio <= 1.03, else EXCEEDED; each ratio is
+also given per pair, with its standard error. ``--phases`` adds the wall time of each recipe
+hook in every process (``bench/phase_timers.py``).
+
 Example:
-    python bench/bench_step.py                                  # G=8, 4 prompts/step, 5 steps, 1 pair
-    python bench/bench_step.py --steps 4 --repeats 2            # GRPO, ViSurf, GRPO, ViSurf
+    python bench/bench_step.py                                  # G=8, 4 prompts/step, 5 steps, 12 pairs
+    python bench/bench_step.py --steps 4 --repeats 2            # GRPO, ViSurf, ViSurf, GRPO
+    python bench/bench_step.py --repeats 1 --phases             # where each run's time goes, per hook
     python bench/bench_step.py --out /tmp/bs --keep -- trainer.seed=1   # extra args = verl overrides
 """
 
@@ -41,6 +50,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 MAIN_TIMINGS = ("timing_s/step", "timing_s/gen", "timing_s/old_log_prob", "timing_s/update_actor")
 RUNS = {"grpo": ("visurf.enable=False",), "visurf": ()}
+DEFAULT_PAIRS = 12  # bench/README.md: resolves a 3% effect at ~2 SE given the pair-to-pair spread (~0.05)
+GEN_RATIO_MAX = 1.03  # ViSurf samples exactly the responses GRPO samples
+HELD_MARGIN = 0.02  # allowed excess of the gen-held step ratio over its limit
 
 
 class TreeRSS:
@@ -107,6 +119,9 @@ def launch(name: str, workdir: Path, model: Path, data: dict[str, Path], args) -
     env = {**os.environ, "VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_MODULES": "verl_ext.cpu",
            "VERL_ENGINE_DEVICE": "cuda", "HF_HUB_OFFLINE": "1", "VERL_FILE_LOGGER_PATH": str(metrics_path),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    if args.phases:  # every process imports the timers through verl's plug-in hook
+        env.update(VISURF_PHASE_LOG=str(workdir / "phases.jsonl"),
+                   VERL_USE_EXTERNAL_MODULES="verl_ext.cpu,bench.phase_timers")
     micro = args.micro_batch or args.prompts
     cmd = [
         sys.executable, "-m", "recipe.visurf.main_visurf",
@@ -143,7 +158,34 @@ def launch(name: str, workdir: Path, model: Path, data: dict[str, Path], args) -
     rows = read_metrics(metrics_path) if metrics_path.exists() else []
     if len(rows) < args.steps:
         raise SystemExit(f"{name}: {len(rows)} of {args.steps} steps logged ({metrics_path})")
-    return {"rows": rows, "peak_rss": rss.peak, "peak_procs": rss.peak_procs, "samples": rss.samples, "wall": wall}
+    phases = read_phases(workdir / "phases.jsonl", rows) if args.phases else {}
+    return {"rows": rows, "peak_rss": rss.peak, "peak_procs": rss.peak_procs, "samples": rss.samples, "wall": wall,
+            "phases": phases}
+
+
+def read_phases(path: Path, rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per phase (``phase_timers`` record name): seconds per measured step (steps 2..N) and calls
+    per step. A record belongs to the steps after the end of step 1, told apart by wall clock: the
+    timers and verl's ``timing_s/step`` share no clock, so step 1 is cut off by its share of the
+    records (the first ``1/steps`` of each phase's calls)."""
+    import json
+
+    if not path.exists():
+        return {}
+    by_name: dict[str, list[dict]] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        by_name.setdefault(rec["name"], []).append(rec)
+    n = len(rows)
+    out = {}
+    for name, recs in by_name.items():
+        recs.sort(key=lambda r: r["t0"])
+        recs = [r for r in recs if r.get("server") != "_GTServer"] if name.startswith("agent_loop/single") else recs
+        kept = recs[len(recs) // n:]  # drop step 1's calls (equal calls per training step)
+        out[name] = {"s_per_step": sum(r["s"] for r in kept) / (n - 1), "calls_per_step": len(kept) / (n - 1)}
+        if "requests" in recs[0]:
+            out[name]["requests_per_call"] = statistics.fmean(r["requests"] for r in kept) if kept else 0.0
+    return out
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -158,7 +200,7 @@ def _table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def report(results: dict[str, list[dict]], args) -> None:
+def report(results: dict[str, list[dict]], args) -> bool:
     measured = {k: [row for run in runs for row in run["rows"] if row["step"] > 1] for k, runs in results.items()}
     keys = sorted({k for rows in measured.values() for row in rows for k in row
                    if k.startswith("timing_s/") and k.count("/") == 1 and not k.endswith("_profile")},
@@ -189,21 +231,83 @@ def report(results: dict[str, list[dict]], args) -> None:
     print(_table(["run", "wall s", "step1 s", "step2+ mean s", "peak RSS MiB", "procs@peak", "samples",
                   "GT rows/step"], body))
 
-    step_ratio = stats["visurf"]["timing_s/step"][0] / stats["grpo"]["timing_s/step"][0]
-    step_ratio_med = stats["visurf"]["timing_s/step"][1] / stats["grpo"]["timing_s/step"][1]
-    # both sample the same G*prompts responses: ViSurf's step with GRPO's generation time isolates the
-    # GT rows' extra cost (old log-prob, update, reward, adv) from the noisier sampling time
-    (vs, _), (vg, _), (gs, _), (gg, _) = (stats[k][m] for k in ("visurf", "grpo")
-                                          for m in ("timing_s/step", "timing_s/gen"))
     rss = {k: max(r["peak_rss"] for r in runs) for k, runs in results.items()}
     print(f"\nrows per step: GRPO {args.g * args.prompts}, ViSurf {(args.g + 1) * args.prompts} "
           f"(G={args.g}, {args.prompts} prompts; expected extra log-prob/update work ~1/G = {1 / args.g:.3f})")
-    print(f"step-time ratio ViSurf/GRPO: {step_ratio:.3f} (mean), {step_ratio_med:.3f} (median)  "
-          f"target <= 1.05: {'OK' if step_ratio <= 1.05 else 'EXCEEDED'}")
-    print(f"step-time ratio with generation time held equal (ViSurf step - ViSurf gen + GRPO gen) / GRPO step: "
-          f"{(vs - vg + gg) / gs:.3f}")
     print(f"peak RSS: GRPO {rss['grpo'] / 2**20:.0f} MiB, ViSurf {rss['visurf'] / 2**20:.0f} MiB, "
           f"ratio {rss['visurf'] / rss['grpo']:.3f}")
+    if args.phases:
+        print_phases(results)
+    return verdict(results, args.g)
+
+
+def run_means(run: dict) -> dict[str, float]:
+    """Mean of each main timing over a run's measured steps (2..N)."""
+    rows = [r for r in run["rows"] if r["step"] > 1]
+    return {k: statistics.fmean(r[k] for r in rows) for k in MAIN_TIMINGS}
+
+
+def ratios(grpo: dict[str, float], visurf: dict[str, float], g: int) -> dict[str, float]:
+    """The judged quantities from mean timings (s) of one GRPO and one ViSurf run (or of all runs):
+
+    * ``limit = 1 + (old_log_prob + update_actor) / (G * step)`` of GRPO: the step ratio if the
+      GT row cost exactly its 1/G share of the row-proportional passes and nothing else;
+    * ``gen = gen_ViSurf / gen_GRPO`` (both sample the same G*prompts responses: ideally 1);
+    * ``held = (step_ViSurf - gen_ViSurf + gen_GRPO) / step_GRPO``: the step ratio with generation
+      held equal, i.e. ViSurf's extra cost outside sampling;
+    * ``step = step_ViSurf / step_GRPO``.
+    """
+    step, gen = "timing_s/step", "timing_s/gen"
+    return {
+        "limit": 1 + (grpo["timing_s/old_log_prob"] + grpo["timing_s/update_actor"]) / (g * grpo[step]),
+        "gen": visurf[gen] / grpo[gen],
+        "held": (visurf[step] - visurf[gen] + grpo[gen]) / grpo[step],
+        "step": visurf[step] / grpo[step],
+    }
+
+
+def judge(r: dict[str, float]) -> bool:
+    """PASS: gen-held ratio <= limit + HELD_MARGIN and gen ratio <= GEN_RATIO_MAX."""
+    return r["held"] <= r["limit"] + HELD_MARGIN and r["gen"] <= GEN_RATIO_MAX
+
+
+def verdict(results: dict[str, list[dict]], g: int) -> bool:
+    pooled = {name: {k: statistics.fmean(m[k] for m in map(run_means, runs)) for k in MAIN_TIMINGS}
+              for name, runs in results.items()}
+    overall = ratios(pooled["grpo"], pooled["visurf"], g)
+    pairs = [ratios(run_means(a), run_means(b), g) for a, b in zip(results["grpo"], results["visurf"])]
+    print(f"\nper pair (GRPO#i, ViSurf#i): mean of steps 2.. of each run")
+    body = [[f"pair {i + 1}", *(f"{r[k]:.3f}" for k in ("step", "gen", "held", "limit"))] for i, r in enumerate(pairs)]
+    if len(pairs) > 1:
+        se = {k: statistics.stdev(r[k] for r in pairs) / len(pairs) ** 0.5 for k in ("step", "gen", "held", "limit")}
+        body.append(["pairs: mean ± SE", *(f"{statistics.fmean(r[k] for r in pairs):.3f}±{se[k]:.3f}"
+                                            for k in ("step", "gen", "held", "limit"))])
+    print(_table(["", "step ratio", "gen ratio", "gen-held ratio", "limit"], body))
+    ok = judge(overall)
+    print(f"\nlimit from the GRPO runs: 1 + (old_log_prob + update_actor) / (G * step) = {overall['limit']:.3f}")
+    print(f"step ratio ViSurf/GRPO: {overall['step']:.3f}")
+    print(f"gen ratio ViSurf/GRPO: {overall['gen']:.3f} (<= {GEN_RATIO_MAX})")
+    print(f"gen-held step ratio (ViSurf step - ViSurf gen + GRPO gen) / GRPO step: {overall['held']:.3f} "
+          f"(<= limit + {HELD_MARGIN} = {overall['limit'] + HELD_MARGIN:.3f})")
+    print(f"verdict: {'PASS' if ok else 'EXCEEDED'}")
+    return ok
+
+
+def print_phases(results: dict[str, list[dict]]) -> None:
+    """Seconds per measured step of each hook (``--phases``), mean over runs, GRPO vs ViSurf."""
+    names = sorted({n for runs in results.values() for run in runs for n in run["phases"]})
+    body = []
+    for n in names:
+        cells = []
+        for key in ("grpo", "visurf"):
+            vals = [run["phases"][n] for run in results[key] if n in run["phases"]]
+            s = statistics.fmean(v["s_per_step"] for v in vals) if vals else 0.0
+            calls = statistics.fmean(v["calls_per_step"] for v in vals) if vals else 0.0
+            req = [v["requests_per_call"] for v in vals if "requests_per_call" in v]
+            cells += [f"{s:.3f}", f"{calls:.1f}" + (f" ({statistics.fmean(req):.1f} req)" if req else "")]
+        body.append([n, *cells])
+    print("\nper-phase wall time per step (s; steps 2..; nested phases are included in their callers)")
+    print(_table(["phase", "GRPO s", "GRPO calls", "ViSurf s", "ViSurf calls"], body))
 
 
 def main() -> int:
@@ -216,7 +320,8 @@ def main() -> int:
     parser.add_argument("--g", type=int, default=8, help="sampled rollouts per prompt (rollout.n)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step (data.train_batch_size)")
     parser.add_argument("--resp-len", type=int, default=160, help="max response tokens; the GT (+EOS) must fit")
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved GRPO/ViSurf pairs")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_PAIRS,
+                        help=f"interleaved GRPO/ViSurf pairs (ABBA; default {DEFAULT_PAIRS}: bench/README.md)")
     parser.add_argument("--micro-batch", type=int, default=0, help="log-prob/update micro batch rows (0: --prompts)")
     parser.add_argument("--n-train", type=int, default=0, help="training rows (0: prompts*steps)")
     parser.add_argument("--image-size", type=int, default=112)
@@ -224,6 +329,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=1800, help="per-run limit, s")
     parser.add_argument("--out", help="working dir (model, data, runs); default: a temporary dir")
     parser.add_argument("--keep", action="store_true", help="keep what the bench wrote (default: delete it)")
+    parser.add_argument("--phases", action="store_true", help="time every recipe hook in every process "
+                        "(bench/phase_timers.py) and print a per-phase table")
     parser.add_argument("overrides", nargs="*", help="extra verl/Hydra overrides for both runs (after --)")
     args = parser.parse_args()
     if args.steps < 2:
@@ -247,7 +354,7 @@ def main() -> int:
                       + f", peak RSS {run['peak_rss'] / 2**20:.0f} MiB (load avg {os.getloadavg()[0]:.2f})",
                       flush=True)
                 results[name].append(run)
-        report(results, args)
+        passed = report(results, args)
     finally:
         if not args.keep:
             if created:
@@ -255,7 +362,7 @@ def main() -> int:
             else:
                 for sub in ("model", "data", "runs"):
                     shutil.rmtree(out / sub, ignore_errors=True)
-    return 0
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
