@@ -331,3 +331,16 @@ def test_reproduce_micro_smoke(tmp_path):
     assert {"style_gap", "sampled_val", "val", "test"} <= set(data["base"])
     assert set(data["paired"]) == {"sft"} and data["paired"]["sft"]["test"]["acc"]["n"] == 1
     assert (tmp_path / "out" / R.PNG_ACC).is_file() and (tmp_path / "out" / "RESULTS.md").is_file()
+
+
+def test_rl_command_seeds_the_rollouts_with_the_runs_seed(tmp_path):
+    """The CPU rollout samples from ``actor_rollout_ref.rollout.seed`` (``verl_ext.cpu.hf_rollout``); a driver
+    that passed only ``data.seed`` (a no-op with ``data.shuffle=False``) would run seeds 1-3 identically."""
+    from recipe.visurf.micro.driver import MicroConfig, rl_command
+
+    def cmd(seed):
+        return rl_command(MicroConfig(), tmp_path / "m", tmp_path / "t.parquet", tmp_path / "v.parquet", 2,
+                          tmp_path / "w", (), "x", seed, 3e-4)
+
+    assert "actor_rollout_ref.rollout.seed=1" in cmd(1) and "actor_rollout_ref.rollout.seed=2" in cmd(2)
+    assert not any(a.startswith("actor_rollout_ref.rollout.seed=") for a in cmd(1) if a.endswith("=2"))

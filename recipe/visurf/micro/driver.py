@@ -180,6 +180,8 @@ def rl_command(cfg: MicroConfig, model: Path, train: Path, val: Path, steps: int
             f"data.train_files={train}", f"data.val_files={val}", f"data.train_batch_size={b}",
             "data.max_prompt_length=256", f"data.max_response_length={cfg.max_response_length}",
             "data.dataloader_num_workers=0", "data.shuffle=False", f"data.seed={seed}",
+            # the run's seed seeds every rollout sample (verl_ext.cpu.hf_rollout): seeds differ, reruns repeat
+            f"actor_rollout_ref.rollout.seed={seed}",
             f"actor_rollout_ref.model.path={model}", f"actor_rollout_ref.rollout.n={cfg.n}",
             f"actor_rollout_ref.actor.optim.lr={lr}", f"actor_rollout_ref.actor.ppo_mini_batch_size={b}",
             f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={b}",
