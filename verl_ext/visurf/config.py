@@ -54,8 +54,10 @@ class VisurfConfig(BaseConfig):
             False: plain GRPO on the same data and rewards.
         inject_when: "always": every group with a usable label gets its GT member; "all_fail":
             the GT takes part only in groups where no rollout solved the task (its accuracy
-            component below the task's success threshold, ``verl_ext.constants.TASK_SUCCESS_ACCURACY``);
-            elsewhere it leaves the group (advantage 0, no gradient).
+            component below the task's success threshold: ``verl_ext.constants.TASK_SUCCESS_ACCURACY``
+            with the recipe's own scorers, ``success_threshold`` on the reward's own scale for a custom
+            reward function or a reward model, else as accurate as the GT row); elsewhere it leaves the
+            group (advantage 0, no gradient).
         align: render the GT in rollout style with ``align_gt`` (§3.1); False: the stripped raw
             label inside ``gt_template`` (the "no alignment" ablation).
         gt_template: answer template wrapping the GT answer; contains ``{answer}`` once.
