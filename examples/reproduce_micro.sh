@@ -13,6 +13,9 @@
 #                                                    #   docs/RESULTS.md, docs/micro_*.png
 #   SMOKE=1 bash examples/reproduce_micro.sh         # the same pipeline at toy size (CI)
 #   bash examples/reproduce_micro.sh --only visurf grpo --seeds 1   # any driver flag (--help)
+#   bash examples/reproduce_micro.sh --only visurf_rollout_think visurf_answer_tokens --ablation-seeds 1 2 3
+#                                                    # after the full run: issue 18's GT styles on 3 seeds
+#                                                    #   (~+4 runs); added to the same report
 #
 # Finished runs are reused on a rerun (outputs/micro/runs/*/result.json), so an interrupted run resumes.
 # The base model is cached under ${VISURF_MICRO_CACHE:-~/.cache/visurf/micro} (keyed by its settings).

@@ -344,3 +344,65 @@ def test_rl_command_seeds_the_rollouts_with_the_runs_seed(tmp_path):
 
     assert "actor_rollout_ref.rollout.seed=1" in cmd(1) and "actor_rollout_ref.rollout.seed=2" in cmd(2)
     assert not any(a.startswith("actor_rollout_ref.rollout.seed=") for a in cmd(1) if a.endswith("=2"))
+
+
+def test_gt_styles_are_paired_against_the_template_and_the_best_baseline():
+    """Issue 18: each GT style minus the paper's template GT (``visurf``) and minus the best baseline (the
+    baseline with the highest mean test accuracy at its chosen lr), seed by seed."""
+    runs = [_run("visurf", 1, 0.5, 0.9), _run("visurf", 2, 0.3, 0.9),
+            _run("grpo", 1, 0.2, 0.9), _run("grpo", 2, 0.2, 0.9),
+            _run("sft", 1, 0.4, 0.9), _run("sft", 2, 0.6, 0.9),  # best baseline: mean 0.5 > 0.2
+            _run("visurf_rollout_think", 1, 0.6, 0.8), _run("visurf_rollout_think", 2, 0.1, 1.0),
+            _run("visurf_answer_tokens", 1, 0.5, 0.9, lr=1e-3)]  # not at ViSurf's lr: not reported
+    chosen = {"visurf": 3e-4, "grpo": 3e-4, "sft": 3e-4}
+    s = R.summarize(runs, chosen)
+    assert R.best_baseline(s) == "sft" and R.best_baseline({}) is None
+    g = R.gt_style_differences(runs, chosen, s)
+    assert set(g) == {"visurf_rollout_think"} and set(g["visurf_rollout_think"]) == {"visurf", "sft"}
+    vs_template = g["visurf_rollout_think"]["visurf"]["test"]
+    assert vs_template["acc"]["per_seed"] == [0.1, -0.2] and vs_template["retention"]["per_seed"] == [-0.1, 0.1]
+    assert vs_template["format"]["per_seed"] == [0.0, 0.0]
+    assert g["visurf_rollout_think"]["sft"]["test"]["acc"]["per_seed"] == [0.2, -0.5]
+    table = R.markdown_table({"test": {"acc": 0.1, "format": 1.0}, "retention": {"acc": 1.0}}, s, gt_paired=g)
+    assert "| visurf_rollout_think − visurf | 2 | -0.05 ± 0.21 |" in table
+    assert "| visurf_rollout_think − sft | 2 | -0.15 ± 0.49 |" in table
+
+
+def test_a_later_invocation_extends_the_report(tmp_path):
+    """``--only``/more seeds on the same work directory: finished runs on disk with the same settings are
+    reported with the new ones (a run of another config is not), and the earlier invocation's wall time is
+    kept next to the new one."""
+    from recipe.visurf.micro.driver import (MicroConfig, merge_runs, prior_invocations, run_name, run_settings,
+                                            runs_on_disk, smoke_config)
+
+    cfg = smoke_config()
+    out = tmp_path / "out"
+    for method, seed, c in (("visurf", 1, cfg), ("sft", 1, cfg), ("grpo", 1, MicroConfig())):
+        d = out / "runs" / run_name(method, 1e-4, seed)
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({**_run(method, seed, 0.5, 1.0, lr=1e-4),
+                                                   "settings": run_settings(c, method, 1e-4)}))
+    (out / "runs" / "broken").mkdir()
+    (out / "runs" / "broken" / "result.json").write_text("{")
+    disk = runs_on_disk(cfg, out)
+    assert [(r["method"], r["seed"]) for r in disk] == [("sft", 1), ("visurf", 1)]  # grpo: other steps/base
+    mine = [_run("visurf_rollout_think", 2, 0.1, 1.0, lr=1e-4), {"method": "visurf", "seed": 1, "lr": 1e-4,
+                                                                 "failed": "boom"}]
+    merged = merge_runs(mine, disk)
+    assert [(r["method"], r["seed"], "failed" in r) for r in merged] == [
+        ("sft", 1, False), ("visurf", 1, True), ("visurf_rollout_think", 2, False)]
+    results = tmp_path / "micro.json"
+    base_eval = {"val": {"acc": 0.1, "format": 1.0}, "test": {"acc": 0.1, "format": 1.0}}
+    first = R.write_all(results, tmp_path, cfg, tmp_path / "base-x", {**base_eval,
+                        "retention": {"acc": 1.0}}, disk, {}, {}, 60.0, commit="c1", complete=True)
+    assert first["invocations"] == [{"argv": [], "commit": "c1", "wall_s": 60.0, "runs": 2, "complete": True}]
+    prior = prior_invocations(results, "base-x", merge_runs([_run("visurf_rollout_think", 2, 0.1, 1.0, lr=1e-4)], disk))
+    assert prior == first["invocations"]
+    assert prior_invocations(results, "base-y", disk) == []  # another base: a new report
+    assert prior_invocations(results, "base-x", disk[:1]) == []  # runs of the old report are gone
+    second = R.write_all(results, tmp_path, cfg, tmp_path / "base-x", {**base_eval,
+                         "retention": {"acc": 1.0}}, disk, {}, {}, 30.0, commit="c2", complete=True,
+                         invocations=prior, argv=["--only", "sft"])
+    assert [c["commit"] for c in second["invocations"]] == ["c1", "c2"]
+    assert "1.0 min (`reproduce_micro.sh`, 2 runs reported, commit c1) + 0.5 min (`reproduce_micro.sh --only sft`" \
+        in (tmp_path / "RESULTS.md").read_text()

@@ -25,6 +25,8 @@ are evaluated on the validation rows (the curve); the last one and the best-vali
 (``best_checkpoint``) on the test rows, the last one also on the retention set. Each finished run
 writes ``<out>/runs/<method>_lr<lr>_s<seed>/result.json`` (a rerun skips finished runs) and the
 collected results are rewritten after every run (``micro.results``), so a partial run is still reported.
+A later invocation on the same work directory (``--only``, ``--ablation-seeds``) adds its runs to that
+report (``runs_on_disk``, ``prior_invocations``): e.g. issue 18's GT styles on three seeds after the full run.
 """
 
 from __future__ import annotations
@@ -340,6 +342,50 @@ def finished(cfg: MicroConfig, method: str, lr: float, seed: int, out: Path) -> 
     return None
 
 
+def runs_on_disk(cfg: MicroConfig, out: Path) -> list[dict]:
+    """Every finished run under ``<out>/runs`` whose settings match ``cfg`` (any method, lr, seed), in
+    ``METHODS`` order: a later invocation on the same work directory (``--only``, more seeds) reports them
+    with its own runs instead of replacing the report."""
+    found = []
+    for path in (out / "runs").glob("*/result.json"):
+        try:
+            done = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        m, lr = done.get("method"), done.get("lr")
+        if m in METHODS and lr is not None and run_key(done.get("settings")) == run_key(run_settings(cfg, m, lr)):
+            found.append(done)
+    order = list(METHODS)
+    return sorted(found, key=lambda r: (order.index(r["method"]), r["lr"], r["seed"]))
+
+
+def merge_runs(results: list[dict], on_disk: list[dict]) -> list[dict]:
+    """This invocation's results (failed ones included) plus the runs on disk it did not produce, in
+    ``METHODS`` order, then lr and seed."""
+    key = lambda r: (r["method"], r["lr"], r["seed"])  # noqa: E731
+    mine = {key(r) for r in results}
+    order = list(METHODS)
+    return sorted(results + [r for r in on_disk if key(r) not in mine],
+                  key=lambda r: (order.index(r["method"]), r["lr"], r["seed"]))
+
+
+def prior_invocations(results_path: Path, base_name: str, runs: list[dict]) -> list[dict]:
+    """The invocations recorded in an existing results file of the same base whose every reported run is
+    still in ``runs`` (so this invocation extends that report); [] otherwise."""
+    try:
+        old = json.loads(Path(results_path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    if old.get("base", {}).get("dir") != base_name:
+        return []
+    have = {(r["method"], r["lr"], r["seed"]) for r in runs if "failed" not in r}
+    if any((r["method"], r.get("lr"), r["seed"]) not in have for r in old.get("runs", []) if "failed" not in r):
+        return []
+    return old.get("invocations") or [{"argv": [], "commit": old.get("commit", "unknown"),
+                                       "wall_s": old.get("wall_s", 0.0), "runs": len(old.get("runs", [])),
+                                       "complete": old.get("complete", False)}]
+
+
 def run_one(cfg: MicroConfig, method: str, lr: float, seed: int, base: Path, files, out: Path, log=print) -> dict:
     """Train + evaluate one (method, lr, seed); reuses ``result.json`` of a finished run with the same settings."""
     name = run_name(method, lr, seed)
@@ -451,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="results JSON (default docs/results/micro.json; smoke: <out>)")
     p.add_argument("--docs", default=None, help="directory for the PNG curves (default docs/; smoke: <out>)")
     args = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     cfg = smoke_config() if args.smoke else MicroConfig()
     if args.only:
         cfg = replace(cfg, methods=tuple(args.only))
@@ -481,6 +528,16 @@ def main(argv: list[str] | None = None) -> int:
         f"format {v['format']:.2f}; retention {base_eval['retention']['acc']:.3f}; sampled {base_eval['sampled_val']}; "
         f"style gap {g['gap']:.1f} nats (think {g['ll_think']:.1f}, answer-only {g['ll_answer_only']:.1f})")
     results: list[dict] = []
+    prior: list[dict] | None = None  # earlier invocations this one extends (read once, before the first write)
+
+    def write(complete: bool = False) -> None:
+        nonlocal prior
+        report = merge_runs(results, runs_on_disk(cfg, out))
+        if prior is None:
+            prior = prior_invocations(results_path, base.name, report)
+        grid, chosen = chosen_lrs(cfg, out, results)
+        R.write_all(results_path, docs, cfg, base, base_eval, report, grid, chosen, wall_s=time.time() - t0,
+                    commit=commit, complete=complete, invocations=prior, argv=argv)
 
     def record(method: str, lr: float, seed: int) -> None:
         if any((r["method"], r.get("lr"), r["seed"]) == (method, lr, seed) for r in results):
@@ -490,9 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # one failed run must not lose the others: report it and go on
             log(f"[{run_name(method, lr, seed)}] FAILED: {e}")
             results.append({"method": method, "seed": seed, "lr": lr, "failed": str(e)[-2000:]})
-        grid, chosen = chosen_lrs(cfg, out, results)
-        R.write_all(results_path, docs, cfg, base, base_eval, results, grid, chosen, wall_s=time.time() - t0,
-                    commit=commit)
+        write()
 
     grid_runs, followers = plan(cfg)
     for method, lr, seed in grid_runs:
@@ -506,9 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for seed in (cfg.seeds if method in MAIN else cfg.ablation_seeds):
             record(method, lr, seed)
-    grid, chosen = chosen_lrs(cfg, out, results)
-    R.write_all(results_path, docs, cfg, base, base_eval, results, grid, chosen, wall_s=time.time() - t0,
-                commit=commit, complete=True)
+    write(complete=True)
     log(f"done: {results_path}, curves in {docs}")
     return 1 if any("failed" in r for r in results) else 0
 

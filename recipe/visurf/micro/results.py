@@ -10,12 +10,18 @@
                "retention": {"acc", ...}, "train_metrics": [{"step", ...}], "sft_loss": [{"step", "loss"}]}, ...],
      "lr_grid": {method: {lr: {"best_val_acc", "final_val_acc", "best_step"}}}, "chosen_lr": {method: lr},
      "summary": {method: {"lr", "seeds", "test": {key: [mean, std]}, "test_best": {...}, ...}},
-     "paired": {baseline: {"test" | "test_best": {key: {"mean", "std", "n", "per_seed"}}}}}
+     "paired": {baseline: {"test" | "test_best": {key: {"mean", "std", "n", "per_seed"}}}},
+     "gt_styles": {style: {reference: {"test" | "test_best": {...as paired}}}},
+     "invocations": [{"argv", "commit", "wall_s", "runs"}]}
 
 ``std`` is the sample standard deviation over seeds (``ddof=1``; 0 for a single seed). A summary row
 holds the runs at the method's chosen lr (ablations: ViSurf's); a method whose lr grid is not finished
 yet is summarised per lr (``method@lr``). ``paired``: ViSurf minus the baseline, seed by seed (the
-same seed = the same training rows in the same order), at the chosen lrs.
+same seed = the same training rows in the same order), at the chosen lrs. ``gt_styles``: issue 18's GT
+styles (``GT_STYLES``) minus the paper's template GT (``visurf``) and minus the best baseline (the main
+baseline with the highest mean test accuracy at its chosen lr), seed by seed, the same way.
+``invocations``: each driver invocation whose runs the file holds (a later ``--only`` invocation on the
+same work directory adds its runs to the report instead of replacing it).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ TABLE_START = "<!-- micro:table:start (written by recipe.visurf.micro.results; d
 TABLE_END = "<!-- micro:table:end -->"
 PARTS = ("a", "b", "c", "d")
 SUMMARY_KEYS = ("acc", *(f"acc_{p}" for p in PARTS), "format", *(f"ll_{p}" for p in PARTS))
-PAIRED_KEYS = ("acc", *(f"acc_{p}" for p in PARTS))
+PAIRED_KEYS = ("acc", *(f"acc_{p}" for p in PARTS), "format")
 MAIN_METHODS = ("sft", "grpo", "sft_grpo", "visurf")
+BASELINES = ("sft", "grpo", "sft_grpo")
+GT_STYLES = ("visurf_rollout_think", "visurf_answer_tokens")  # issue 18's GT styles, against the paper's template
 TRAIN_KEYS = (
     "critic/score/mean",
     "visurf/rollout_reward_mean",
@@ -148,6 +156,26 @@ def paired_differences(runs: list[dict], chosen: dict, method: str = "visurf",
     return out
 
 
+def best_baseline(summary: dict) -> str | None:
+    """The baseline (``BASELINES``, summarised at its chosen lr) with the highest mean test accuracy at the
+    final step; ties -> the first in ``BASELINES``."""
+    have = [b for b in BASELINES if b in summary and "acc" in summary[b]["test"]]
+    return max(have, key=lambda b: (summary[b]["test"]["acc"][0], -BASELINES.index(b))) if have else None
+
+
+def gt_style_differences(runs: list[dict], chosen: dict, summary: dict) -> dict:
+    """``{style: {reference: paired entry}}``: each of ``GT_STYLES`` minus the template GT (``visurf``) and
+    minus ``best_baseline``, seed by seed (``paired_differences``)."""
+    best = best_baseline(summary)
+    refs = ("visurf",) + ((best,) if best else ())
+    out = {}
+    for style in GT_STYLES:
+        d = paired_differences(runs, chosen, method=style, baselines=refs)
+        if d:
+            out[style] = d
+    return out
+
+
 def _cell(ms) -> str:
     if ms is None:
         return "–"
@@ -161,10 +189,22 @@ def _diff_cell(d: dict | None) -> str:
     return f"{d['mean']:+.2f} ± {d['std']:.2f}" if d["n"] > 1 else f"{d['mean']:+.2f}"
 
 
+def _paired_rows(label: str, entries: dict) -> list[str]:
+    rows = []
+    for b, e in entries.items():
+        t, tb = e.get("test", {}), e.get("test_best", {})
+        n = t.get("acc", {}).get("n", 0)
+        rows.append(f"| {label}{b} | {n} | {_diff_cell(t.get('acc'))} | "
+                    + " | ".join(_diff_cell(t.get(f"acc_{p}")) for p in PARTS)
+                    + f" | {_diff_cell(t.get('format'))} | {_diff_cell(t.get('retention'))} | {_diff_cell(tb.get('acc'))} |")
+    return rows
+
+
 def markdown_table(base_eval: dict, summary: dict, grid: dict | None = None, chosen: dict | None = None,
-                   paired: dict | None = None) -> str:
+                   paired: dict | None = None, gt_paired: dict | None = None) -> str:
     """Test accuracy (overall, per part) at the final step, format, retention, GT log-likelihood; the same
-    at the best validation checkpoint; the lr grid's validation scores; ViSurf's paired differences."""
+    at the best validation checkpoint; the lr grid's validation scores; ViSurf's paired differences; the
+    GT styles' paired differences."""
     parts = " | ".join(f"({p})" for p in PARTS)
     head = f"| method | lr | seeds | test acc | {parts} | format | retention | LL (b) | LL (c) | LL (d) | train s |"
     lines = ["Test rows, **final step**:", "", head, "|" + "---|" * (head.count("|") - 1)]
@@ -196,15 +236,16 @@ def markdown_table(base_eval: dict, summary: dict, grid: dict | None = None, cho
             c = (chosen or {}).get(m)
             lines.append(f"| {m} | {' | '.join(cells)} | {f'{c:.0e}' if c else '–'} |")
     if paired:
-        head = f"| ViSurf − | seeds | test acc | {parts} | retention | test acc (best-val ckpt) |"
+        head = f"| ViSurf − | seeds | test acc | {parts} | format | retention | test acc (best-val ckpt) |"
         lines += ["", "Paired differences, ViSurf minus baseline, seed by seed (mean ± std over seeds):", "", head,
                   "|" + "---|" * (head.count("|") - 1)]
-        for b, e in paired.items():
-            t, tb = e.get("test", {}), e.get("test_best", {})
-            n = t.get("acc", {}).get("n", 0)
-            lines.append(f"| {b} | {n} | {_diff_cell(t.get('acc'))} | "
-                         + " | ".join(_diff_cell(t.get(f"acc_{p}")) for p in PARTS)
-                         + f" | {_diff_cell(t.get('retention'))} | {_diff_cell(tb.get('acc'))} |")
+        lines += _paired_rows("", paired)
+    if gt_paired:
+        head = f"| GT style − reference | seeds | test acc | {parts} | format | retention | test acc (best-val ckpt) |"
+        lines += ["", "GT styles (issue 18) minus the paper's template GT (`visurf`) and minus the best baseline, "
+                  "seed by seed (mean ± std over seeds):", "", head, "|" + "---|" * (head.count("|") - 1)]
+        for style, e in gt_paired.items():
+            lines += _paired_rows(f"{style} − ", e)
     g, sv = base_eval.get("style_gap"), base_eval.get("sampled_val")
     if g:
         lines += ["", f"Base: log-likelihood of a known answer under the thinking prompt (retention rows): with "
@@ -325,21 +366,30 @@ def plot_curves(docs: Path, base_eval: dict, groups: dict[str, list[dict]]) -> l
 
 
 def write_all(results_path: Path, docs: Path, cfg, base_dir: Path, base_eval: dict, runs: list[dict],
-              grid: dict, chosen: dict, wall_s: float, commit: str, complete: bool = False) -> dict:
-    """Write ``micro.json``, the table block of ``<docs>/RESULTS.md`` and the curves; returns the JSON."""
+              grid: dict, chosen: dict, wall_s: float, commit: str, complete: bool = False,
+              invocations: list[dict] | None = None, argv: list[str] | None = None) -> dict:
+    """Write ``micro.json``, the table block of ``<docs>/RESULTS.md`` and the curves; returns the JSON.
+    ``wall_s`` / ``commit`` / ``argv``: this invocation's; ``invocations``: earlier invocations whose runs
+    ``runs`` still holds (``driver.prior_invocations``), listed before this one."""
     summary = summarize(runs, chosen)
     paired = paired_differences(runs, chosen)
+    gt_paired = gt_style_differences(runs, chosen, summary)
+    ok = [r for r in runs if "failed" not in r]
+    calls = [*(invocations or []), {"argv": list(argv or []), "commit": commit, "wall_s": round(wall_s, 1),
+                                    "runs": len(ok), "complete": complete}]
     data = {"settings": config_dict(cfg), "commit": commit, "wall_s": round(wall_s, 1), "complete": complete,
             "base": {"dir": base_dir.name, **base_eval}, "runs": runs, "lr_grid": grid,
-            "chosen_lr": {m: lr for m, lr in chosen.items()}, "summary": summary, "paired": paired}
+            "chosen_lr": {m: lr for m, lr in chosen.items()}, "summary": summary, "paired": paired,
+            "gt_styles": gt_paired, "invocations": calls}
     _atomic_write(Path(results_path), json.dumps(data, indent=1))
-    ok = [r for r in runs if "failed" not in r]
     if ok:
         plot_curves(Path(docs), base_eval, reported_groups(runs, chosen))
         failed = [f"{r['method']} lr {r['lr']:.0e} s{r['seed']}" for r in runs if "failed" in r]
-        block = markdown_table(base_eval, summary, grid, chosen, paired)
+        block = markdown_table(base_eval, summary, grid, chosen, paired, gt_paired)
         block += f"\n\nFailed runs: {', '.join(failed)}" if failed else ""
-        block += (f"\n\nWall time {'' if complete else 'so far '}: {wall_s / 60:.1f} min for {len(ok)} runs "
-                  f"(commit {commit[:12]}{'' if complete else '; run not complete'}).")
+        block += "\n\nWall time: " + " + ".join(
+            f"{c['wall_s'] / 60:.1f} min (`reproduce_micro.sh{' ' + ' '.join(c['argv']) if c['argv'] else ''}`, "
+            f"{c['runs']} runs reported, commit {c['commit'][:12]}{'' if c['complete'] else '; not complete'})"
+            for c in calls) + "."
         update_results_md(Path(docs) / "RESULTS.md", block)
     return data
