@@ -395,7 +395,8 @@ def test_a_later_invocation_extends_the_report(tmp_path):
     base_eval = {"val": {"acc": 0.1, "format": 1.0}, "test": {"acc": 0.1, "format": 1.0}}
     first = R.write_all(results, tmp_path, cfg, tmp_path / "base-x", {**base_eval,
                         "retention": {"acc": 1.0}}, disk, {}, {}, 60.0, commit="c1", complete=True)
-    assert first["invocations"] == [{"argv": [], "commit": "c1", "wall_s": 60.0, "runs": 2, "complete": True}]
+    assert first["invocations"] == [{"argv": [], "commit": "c1", "wall_s": 60.0, "runs": 2, "complete": True,
+                                    "cpu_steal_share": None}]
     prior = prior_invocations(results, "base-x", merge_runs([_run("visurf_rollout_think", 2, 0.1, 1.0, lr=1e-4)], disk))
     assert prior == first["invocations"]
     assert prior_invocations(results, "base-y", disk) == []  # another base: a new report
@@ -406,3 +407,21 @@ def test_a_later_invocation_extends_the_report(tmp_path):
     assert [c["commit"] for c in second["invocations"]] == ["c1", "c2"]
     assert "1.0 min (`reproduce_micro.sh`, 2 runs reported, commit c1) + 0.5 min (`reproduce_micro.sh --only sft`" \
         in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_cpu_steal_share_from_proc_stat(tmp_path):
+    """The run's CPU steal (a hypervisor giving the 2 cores' time to other guests) is recorded next to its
+    wall time: fields user nice system idle iowait irq softirq steal, steal = the 8th."""
+    from recipe.visurf.micro.driver import cpu_steal, steal_share
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+    a = cpu_steal(stat)
+    assert a == (35, 1000)
+    stat.write_text("cpu  400 0 150 1000 10 0 5 435 0 0\n")
+    b = cpu_steal(stat)
+    assert b == (435, 2000) and steal_share(a, b) == 0.4
+    assert steal_share(None, b) is None and steal_share(b, a) is None
+    assert cpu_steal(tmp_path / "missing") is None
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_steal(stat) is None

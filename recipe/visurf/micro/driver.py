@@ -475,6 +475,28 @@ def chosen_lrs(cfg: MicroConfig, out: Path, results: list[dict]) -> tuple[dict, 
     return grid, chosen
 
 
+def cpu_steal(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """``(steal, total)`` jiffies of all CPUs from the ``cpu`` line of ``/proc/stat`` (fields user nice
+    system idle iowait irq softirq steal ...; guest time is already inside user/nice), None where the
+    file does not exist. The share of steal between two readings is the share of the machine's CPU time
+    the hypervisor gave to other guests: a wall time measured at 40 % steal is not a budget at 0 %."""
+    try:
+        fields = stat.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    vals = [int(v) for v in fields[1:9]]
+    return vals[7], sum(vals)
+
+
+def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """Δsteal / Δtotal between two ``cpu_steal`` readings, rounded to 3 places; None if either is missing."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return round((end[0] - start[0]) / (end[1] - start[1]), 3)
+
+
 def commit_of(root: Path = ROOT) -> str:
     """``git rev-parse HEAD`` of the project (``+dirty`` when tracked files differ), or "unknown"."""
     try:
@@ -511,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     results_path = Path(args.results or (out / "micro.json" if args.smoke else ROOT / "docs" / "results" / "micro.json"))
     docs = Path(args.docs or (out if args.smoke else ROOT / "docs"))
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    t0, steal0 = time.time(), cpu_steal()
     commit = commit_of()
 
     def log(msg: str) -> None:
@@ -537,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             prior = prior_invocations(results_path, base.name, report)
         grid, chosen = chosen_lrs(cfg, out, results)
         R.write_all(results_path, docs, cfg, base, base_eval, report, grid, chosen, wall_s=time.time() - t0,
-                    commit=commit, complete=complete, invocations=prior, argv=argv)
+                    commit=commit, complete=complete, invocations=prior, argv=argv,
+                    steal_share=steal_share(steal0, cpu_steal()))
 
     def record(method: str, lr: float, seed: int) -> None:
         if any((r["method"], r.get("lr"), r["seed"]) == (method, lr, seed) for r in results):

@@ -367,16 +367,19 @@ def plot_curves(docs: Path, base_eval: dict, groups: dict[str, list[dict]]) -> l
 
 def write_all(results_path: Path, docs: Path, cfg, base_dir: Path, base_eval: dict, runs: list[dict],
               grid: dict, chosen: dict, wall_s: float, commit: str, complete: bool = False,
-              invocations: list[dict] | None = None, argv: list[str] | None = None) -> dict:
+              invocations: list[dict] | None = None, argv: list[str] | None = None,
+              steal_share: float | None = None) -> dict:
     """Write ``micro.json``, the table block of ``<docs>/RESULTS.md`` and the curves; returns the JSON.
-    ``wall_s`` / ``commit`` / ``argv``: this invocation's; ``invocations``: earlier invocations whose runs
-    ``runs`` still holds (``driver.prior_invocations``), listed before this one."""
+    ``wall_s`` / ``commit`` / ``argv``: this invocation's; ``steal_share``: the share of the machine's CPU
+    time the hypervisor gave to others while it ran (``driver.cpu_steal``; a wall time is comparable only
+    with its steal share); ``invocations``: earlier invocations whose runs ``runs`` still holds
+    (``driver.prior_invocations``), listed before this one."""
     summary = summarize(runs, chosen)
     paired = paired_differences(runs, chosen)
     gt_paired = gt_style_differences(runs, chosen, summary)
     ok = [r for r in runs if "failed" not in r]
     calls = [*(invocations or []), {"argv": list(argv or []), "commit": commit, "wall_s": round(wall_s, 1),
-                                    "runs": len(ok), "complete": complete}]
+                                    "runs": len(ok), "complete": complete, "cpu_steal_share": steal_share}]
     data = {"settings": config_dict(cfg), "commit": commit, "wall_s": round(wall_s, 1), "complete": complete,
             "base": {"dir": base_dir.name, **base_eval}, "runs": runs, "lr_grid": grid,
             "chosen_lr": {m: lr for m, lr in chosen.items()}, "summary": summary, "paired": paired,
@@ -389,7 +392,9 @@ def write_all(results_path: Path, docs: Path, cfg, base_dir: Path, base_eval: di
         block += f"\n\nFailed runs: {', '.join(failed)}" if failed else ""
         block += "\n\nWall time: " + " + ".join(
             f"{c['wall_s'] / 60:.1f} min (`reproduce_micro.sh{' ' + ' '.join(c['argv']) if c['argv'] else ''}`, "
-            f"{c['runs']} runs reported, commit {c['commit'][:12]}{'' if c['complete'] else '; not complete'})"
+            f"{c['runs']} runs reported, commit {c['commit'][:12]}"
+            + (f", CPU steal {c['cpu_steal_share']:.0%}" if c.get("cpu_steal_share") is not None else "")
+            + f"{'' if c['complete'] else '; not complete'})"
             for c in calls) + "."
         update_results_md(Path(docs) / "RESULTS.md", block)
     return data
