@@ -27,9 +27,9 @@ from recipe.visurf.micro.task import ordered_train
 
 SEED = 1
 RUNS = (("sft", "SFT (verl SFT trainer)"), ("grpo", "GRPO"), ("visurf", "ViSurf (paper defaults)"))
-# Each method's lr. To be set from the full run's choice (docs/results/micro.json "chosen_lr") once it
-# has run on the current base and task; until then the previous instrument's common lr.
-LRS = {"sft": 3e-4, "grpo": 3e-4, "visurf": 3e-4}
+# Each method's lr: the full micro run's choice on validation rows (docs/results/micro.json "chosen_lr",
+# lr grid 1e-4 / 3e-4 / 1e-3, seed 1, this base; tests/test_demo.py keeps the two equal).
+LRS = {"sft": 1e-3, "grpo": 1e-4, "visurf": 3e-4}
 
 
 def before_after_table(rows: list[tuple[str, dict]]) -> str:
