@@ -385,7 +385,7 @@ def test_a_later_invocation_extends_the_report(tmp_path):
     (out / "runs" / "broken").mkdir()
     (out / "runs" / "broken" / "result.json").write_text("{")
     disk = runs_on_disk(cfg, out)
-    assert [(r["method"], r["seed"]) for r in disk] == [("sft", 1), ("visurf", 1)]  # grpo: other steps/base
+    assert sorted((r["method"], r["seed"]) for r in disk) == [("sft", 1), ("visurf", 1)]  # grpo: other steps/base
     mine = [_run("visurf_rollout_think", 2, 0.1, 1.0, lr=1e-4), {"method": "visurf", "seed": 1, "lr": 1e-4,
                                                                  "failed": "boom"}]
     merged = merge_runs(mine, disk)

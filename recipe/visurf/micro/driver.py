@@ -342,9 +342,13 @@ def finished(cfg: MicroConfig, method: str, lr: float, seed: int, out: Path) -> 
     return None
 
 
+def run_id(r: dict) -> tuple:
+    """``(method, lr, seed)``: what names a run (``run_name``) and orders reports."""
+    return r["method"], r.get("lr"), r["seed"]
+
+
 def runs_on_disk(cfg: MicroConfig, out: Path) -> list[dict]:
-    """Every finished run under ``<out>/runs`` whose settings match ``cfg`` (any method, lr, seed), in
-    ``METHODS`` order: a later invocation on the same work directory (``--only``, more seeds) reports them
+    """Every finished run under ``<out>/runs`` whose settings match ``cfg`` (any method, lr, seed): a later invocation on the same work directory (``--only``, more seeds) reports them
     with its own runs instead of replacing the report."""
     found = []
     for path in (out / "runs").glob("*/result.json"):
@@ -355,18 +359,16 @@ def runs_on_disk(cfg: MicroConfig, out: Path) -> list[dict]:
         m, lr = done.get("method"), done.get("lr")
         if m in METHODS and lr is not None and run_key(done.get("settings")) == run_key(run_settings(cfg, m, lr)):
             found.append(done)
-    order = list(METHODS)
-    return sorted(found, key=lambda r: (order.index(r["method"]), r["lr"], r["seed"]))
+    return found
 
 
 def merge_runs(results: list[dict], on_disk: list[dict]) -> list[dict]:
     """This invocation's results (failed ones included) plus the runs on disk it did not produce, in
     ``METHODS`` order, then lr and seed."""
-    key = lambda r: (r["method"], r["lr"], r["seed"])  # noqa: E731
-    mine = {key(r) for r in results}
+    mine = {run_id(r) for r in results}
     order = list(METHODS)
-    return sorted(results + [r for r in on_disk if key(r) not in mine],
-                  key=lambda r: (order.index(r["method"]), r["lr"], r["seed"]))
+    return sorted(results + [r for r in on_disk if run_id(r) not in mine],
+                  key=lambda r: (order.index(r["method"]), *run_id(r)[1:]))
 
 
 def prior_invocations(results_path: Path, base_name: str, runs: list[dict]) -> list[dict]:
@@ -378,8 +380,8 @@ def prior_invocations(results_path: Path, base_name: str, runs: list[dict]) -> l
         return []
     if old.get("base", {}).get("dir") != base_name:
         return []
-    have = {(r["method"], r["lr"], r["seed"]) for r in runs if "failed" not in r}
-    if any((r["method"], r.get("lr"), r["seed"]) not in have for r in old.get("runs", []) if "failed" not in r):
+    have = {run_id(r) for r in runs if "failed" not in r}
+    if any(run_id(r) not in have for r in old.get("runs", []) if "failed" not in r):
         return []
     return old.get("invocations") or [{"argv": [], "commit": old.get("commit", "unknown"),
                                        "wall_s": old.get("wall_s", 0.0), "runs": len(old.get("runs", [])),
@@ -563,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                     steal_share=steal_share(steal0, cpu_steal()))
 
     def record(method: str, lr: float, seed: int) -> None:
-        if any((r["method"], r.get("lr"), r["seed"]) == (method, lr, seed) for r in results):
+        if any(run_id(r) == (method, lr, seed) for r in results):
             return
         try:
             results.append(run_one(cfg, method, lr, seed, base, files, out, log))
