@@ -412,7 +412,7 @@ def test_a_later_invocation_extends_the_report(tmp_path):
 def test_cpu_steal_share_from_proc_stat(tmp_path):
     """The run's CPU steal (a hypervisor giving the 2 cores' time to other guests) is recorded next to its
     wall time: fields user nice system idle iowait irq softirq steal, steal = the 8th."""
-    from recipe.visurf.micro.driver import cpu_steal, steal_share
+    from recipe.visurf.hostload import cpu_steal, steal_share
 
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")

@@ -41,6 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from recipe.visurf.hostload import cpu_steal, steal_share
 from recipe.visurf.micro import results as R
 from recipe.visurf.micro.base import BaseSpec, build_base
 from recipe.visurf.micro.task import TaskSpec, make_task, ordered_train, slice_rows
@@ -475,28 +476,6 @@ def chosen_lrs(cfg: MicroConfig, out: Path, results: list[dict]) -> tuple[dict, 
         if len(scores) == len(cfg.lrs):
             chosen[m] = select_lr(scores)
     return grid, chosen
-
-
-def cpu_steal(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
-    """``(steal, total)`` jiffies of all CPUs from the ``cpu`` line of ``/proc/stat`` (fields user nice
-    system idle iowait irq softirq steal ...; guest time is already inside user/nice), None where the
-    file does not exist. The share of steal between two readings is the share of the machine's CPU time
-    the hypervisor gave to other guests: a wall time measured at 40 % steal is not a budget at 0 %."""
-    try:
-        fields = stat.read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
-        return None
-    vals = [int(v) for v in fields[1:9]]
-    return vals[7], sum(vals)
-
-
-def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
-    """Δsteal / Δtotal between two ``cpu_steal`` readings, rounded to 3 places; None if either is missing."""
-    if start is None or end is None or end[1] <= start[1]:
-        return None
-    return round((end[0] - start[0]) / (end[1] - start[1]), 3)
 
 
 def commit_of(root: Path = ROOT) -> str:
