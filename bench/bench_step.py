@@ -23,11 +23,20 @@ generation held equal is <= limit + 0.02 and the gen ratio <= 1.03, else EXCEEDE
 also given per pair, with its standard error. ``--phases`` adds the wall time of each recipe
 hook in every process (``bench/phase_timers.py``).
 
+``--gt-styles S ...`` adds a ViSurf run with ``visurf.gt_style=S`` to every repeat (order forward on even
+repeats, reversed on odd ones) and reports its step, gen and gen-held ratios against the template GT of
+the same invocation, with the style's GT metrics (borrowed share, fallbacks, trained GT tokens). It needs a
+model whose rollouts write a think block (``--model``: the micro base), else every GT falls back to the
+template and the ratio measures nothing.
+
 Example:
     python bench/bench_step.py                                  # G=8, 4 prompts/step, 5 steps, 12 pairs
     python bench/bench_step.py --steps 4 --repeats 2            # GRPO, ViSurf, ViSurf, GRPO
     python bench/bench_step.py --repeats 1 --phases             # where each run's time goes, per hook
     python bench/bench_step.py --out /tmp/bs --keep -- trainer.seed=1   # extra args = verl overrides
+    python bench/bench_step.py --repeats 4 --gt-styles rollout_think --resp-len 112 \
+        --model ~/.cache/visurf/micro/base-<key> --train-file outputs/micro/data/train_seed1_48x4.parquet
+                              # + the rollout_think GT style vs the template GT, on a base that thinks
 """
 
 from __future__ import annotations
@@ -49,9 +58,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from recipe.visurf.hostload import cpu_steal, steal_share  # noqa: E402  (after the repo is on sys.path)
+from verl_ext.visurf.gt_styles import gt_style_names  # noqa: E402
 
 MAIN_TIMINGS = ("timing_s/step", "timing_s/gen", "timing_s/old_log_prob", "timing_s/update_actor")
-RUNS = {"grpo": ("visurf.enable=False",), "visurf": ()}
+RUNS = {"grpo": ("visurf.enable=False",), "visurf": ()}  # the judged pair; --gt-styles adds "visurf_<style>"
+STYLE_METRICS = ("visurf/gt_borrowed_share", "visurf/gt_think_fallback", "visurf/gt_trained_tokens_mean")
 DEFAULT_PAIRS = 12  # bench/README.md: resolves a 3% effect at ~2 SE given the pair-to-pair spread (~0.05)
 GEN_RATIO_MAX = 1.03  # ViSurf samples exactly the responses GRPO samples
 HELD_MARGIN = 0.02  # allowed excess of the gen-held step ratio over its limit
@@ -100,16 +111,35 @@ class TreeRSS:
 
 
 def prepare(out: Path, args) -> tuple[Path, dict[str, Path]]:
+    """The model (``--model``, else the tiny random Qwen2.5-VL) and the train/val parquets (``--train-file``
+    for both, else synthetic grounding rows: a fresh set of prompts every step)."""
     from data_prep.synthetic import generate
     from verl_ext.tiny import build_tiny
 
-    model = build_tiny(out / "model")
+    model = Path(args.model).resolve() if args.model else build_tiny(out / "model")
+    if args.train_file:
+        train = Path(args.train_file).resolve()
+        return model, {"train": train, "val": train}  # validation is off (test_freq=-1); verl needs a file
     data = {"train": out / "data" / "train.parquet", "val": out / "data" / "val.parquet"}
     data["train"].parent.mkdir(parents=True, exist_ok=True)
     n_train = args.n_train or args.prompts * args.steps  # a fresh set of prompts every step
     generate("grounding", n_train, 0, str(data["train"]), image_size=args.image_size)
     generate("grounding", args.prompts, 1, str(data["val"]), image_size=args.image_size, split="val")
     return model, data
+
+
+def run_overrides(kind: str) -> tuple[str, ...]:
+    """verl overrides of a run kind: ``grpo``, ``visurf`` (template GT, the recipe default) or
+    ``visurf_<style>`` (``visurf.gt_style=<style>``, a style of ``verl_ext/visurf/gt_styles``)."""
+    if kind in RUNS:
+        return RUNS[kind]
+    return (f"visurf.gt_style={kind.removeprefix('visurf_')}",)
+
+
+def run_order(rep: int, kinds: list[str]) -> list[str]:
+    """ABBA over any number of run kinds: forward on even repeats, reversed on odd ones, so a drift in
+    machine load hits every kind alike."""
+    return list(kinds) if rep % 2 == 0 else list(reversed(kinds))
 
 
 def launch(name: str, workdir: Path, model: Path, data: dict[str, Path], args) -> dict:
@@ -143,7 +173,7 @@ def launch(name: str, workdir: Path, model: Path, data: dict[str, Path], args) -
         "trainer.val_before_train=False", "trainer.test_freq=-1", "trainer.save_freq=-1",
         "trainer.total_epochs=100", f"trainer.total_training_steps={args.steps}",
         f"trainer.default_local_dir={workdir / 'checkpoints'}",
-        *RUNS[name.split("#")[0]], *args.overrides,
+        *run_overrides(name.split("#")[0]), *args.overrides,
     ]
     t0, steal0 = time.perf_counter(), cpu_steal()
     with open(workdir / "train.log", "w") as log:
@@ -242,6 +272,9 @@ def report(results: dict[str, list[dict]], args) -> bool:
           f"ratio {rss['visurf'] / rss['grpo']:.3f}")
     if args.phases:
         print_phases(results)
+    styles = [k for k in results if k not in RUNS]
+    if styles:
+        print_styles(results, styles)
     return verdict(results, args.g)
 
 
@@ -317,6 +350,25 @@ def verdict(results: dict[str, list[dict]], g: int) -> bool:
     return ok
 
 
+def print_styles(results: dict[str, list[dict]], styles: list[str]) -> None:
+    """Each GT style against the template GT (``visurf``) of the same invocation: pooled step, gen and
+    gen-held ratios (``ratios`` with the template run in GRPO's place) and the style's own GT metrics
+    (borrowed share, fallbacks, trained GT tokens), mean over steps 2.."""
+    print("\nGT styles against the template GT (same invocation; ratio = style / template)")
+    template = {k: statistics.fmean(run_means(r)[k] for r in results["visurf"]) for k in MAIN_TIMINGS}
+    body = []
+    for kind in styles:
+        pooled = {k: statistics.fmean(run_means(r)[k] for r in results[kind]) for k in MAIN_TIMINGS}
+        r = ratios(template, pooled, 1)
+        rows = [row for run in results[kind] for row in run["rows"] if row["step"] > 1]
+        gt = [statistics.fmean(row[m] for row in rows) if all(m in row for row in rows) else float("nan")
+              for m in STYLE_METRICS]
+        body.append([kind, f"{pooled['timing_s/step']:.3f}", f"{r['step']:.3f}", f"{r['gen']:.3f}",
+                     f"{r['held']:.3f}", *(f"{v:.2f}" for v in gt)])
+    print(_table(["run", "step s", "step ratio", "gen ratio", "gen-held ratio", "borrowed share",
+                  "fallback rows", "trained GT tokens"], body))
+
+
 def print_phases(results: dict[str, list[dict]]) -> None:
     """Seconds per measured step of each hook (``--phases``), mean over runs, GRPO vs ViSurf."""
     names = sorted({n for runs in results.values() for run in runs for n in run["phases"]})
@@ -351,12 +403,21 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--interval", type=float, default=0.5, help="RSS sampling period, s")
     parser.add_argument("--timeout", type=int, default=1800, help="per-run limit, s")
+    parser.add_argument("--model", help="HF model dir to train (default: the tiny random Qwen2.5-VL); e.g. the "
+                        "micro base ~/.cache/visurf/micro/base-*, whose rollouts write think blocks")
+    parser.add_argument("--train-file", help="train parquet (default: synthetic grounding rows), e.g. the micro "
+                        "task's outputs/micro/data/train_seed1_48x4.parquet")
+    parser.add_argument("--gt-styles", nargs="*", default=[], choices=tuple(gt_style_names()),
+                        help="also run ViSurf with these visurf.gt_style values in every repeat and report each "
+                        "against the template GT (needs a model whose rollouts think: --model)")
     parser.add_argument("--out", help="working dir (model, data, runs); default: a temporary dir")
     parser.add_argument("--keep", action="store_true", help="keep what the bench wrote (default: delete it)")
     parser.add_argument("--phases", action="store_true", help="time every recipe hook in every process "
                         "(bench/phase_timers.py) and print a per-phase table")
     parser.add_argument("overrides", nargs="*", help="extra verl/Hydra overrides for both runs (after --)")
     args = parser.parse_args()
+    if "template" in args.gt_styles:
+        parser.error("--gt-styles: template is the ViSurf run itself")
     if args.steps < 2:
         parser.error("--steps must be >= 2 (step 1 is warm-up)")
 
@@ -367,9 +428,10 @@ def main() -> int:
           f"{args.repeats} pair(s), cpus={os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}; dir {out}")
     try:
         model, data = prepare(out, args)
-        results: dict[str, list[dict]] = {"grpo": [], "visurf": []}
+        kinds = [*RUNS, *(f"visurf_{s}" for s in args.gt_styles)]
+        results: dict[str, list[dict]] = {k: [] for k in kinds}
         for rep in range(args.repeats):
-            for name in ("grpo", "visurf") if rep % 2 == 0 else ("visurf", "grpo"):
+            for name in run_order(rep, kinds):
                 tag = f"{name}#{rep + 1}"
                 print(f"running {tag} ...", flush=True)
                 run = launch(tag, out / "runs" / tag.replace("#", "_"), model, data, args)

@@ -57,3 +57,27 @@ def test_busy_host_is_named_in_the_verdict(bench, capsys):
     out = capsys.readouterr().out
     assert "NOT quiet" in out and "15.0%" in out and "(on a busy host)" in out
     assert bench.quiet_host({"grpo": [{"steal": None}], "visurf": [{"steal": None}]}) == (None, True)
+
+
+def test_run_kinds_and_their_order(bench):
+    assert bench.run_overrides("grpo") == ("visurf.enable=False",)
+    assert bench.run_overrides("visurf") == ()
+    assert bench.run_overrides("visurf_rollout_think") == ("visurf.gt_style=rollout_think",)
+    kinds = ["grpo", "visurf", "visurf_rollout_think"]
+    assert bench.run_order(0, kinds) == kinds and bench.run_order(1, kinds) == kinds[::-1]
+    assert bench.run_order(2, ["grpo", "visurf"]) == ["grpo", "visurf"]
+
+
+def test_styles_table_against_the_template(bench, capsys):
+    style = _run(4.6, 2.2, 0.45, 1.3)
+    for row in style["rows"]:
+        row.update({"visurf/gt_borrowed_share": 0.75, "visurf/gt_think_fallback": 1.0,
+                    "visurf/gt_trained_tokens_mean": 20.0})
+    results = {"grpo": [_run(4.0, 2.0, 0.4, 1.2)], "visurf": [_run(4.4, 2.0, 0.45, 1.3)],
+               "visurf_rollout_think": [style]}
+    bench.print_styles(results, ["visurf_rollout_think"])
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("visurf_rollout_think")][0]
+    cells = line.split()
+    # step 4.6/4.4, gen 2.2/2.0, held (4.6 - 2.2 + 2.0)/4.4 = 1.0
+    assert cells[1:5] == ["4.600", f"{4.6 / 4.4:.3f}", "1.100", "1.000"]
+    assert cells[5:8] == ["0.75", "1.00", "20.00"]
