@@ -29,7 +29,7 @@ from data_prep.synthetic import (
 )
 from recipe.visurf.micro import results as R
 from recipe.visurf.micro.base import BaseSpec, base_dir, base_response, build_base, draw_example, relation_answer
-from recipe.visurf.micro.driver import MAIN, METHODS, best_checkpoint, select_lr, sft_file_order
+from recipe.visurf.micro.driver import MAIN, METHODS, best_checkpoint, by_cost, select_lr, sft_file_order
 from recipe.visurf.micro.thinks import THINK_TEMPLATES, parse_query, resolve_target, think_text
 from recipe.visurf.micro.evaluation import logsumexp2, report_summary
 from recipe.visurf.micro.task import ordered_train, part_of, slice_rows, training_order
@@ -123,6 +123,27 @@ def test_training_order_is_epochs_of_permutations_and_files_follow_it(tmp_path):
     assert [r["extra_info"]["id"] for r in _rows(out)] == [pool_ids[i] for i in idx]
     half = slice_rows(out, tmp_path / "h.parquet", 4, 12)
     assert [r["extra_info"]["id"] for r in _rows(half)] == [pool_ids[i] for i in idx[4:12]]
+
+
+def test_ordered_train_written_by_runs_side_by_side(tmp_path):
+    """driver --jobs: two runs of one seed may write its order file at once; both get the full file and
+    no temporary file is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    generate("grid_target", 6, 0, str(tmp_path / "pool.parquet"), image_size=56)
+    out = tmp_path / "d" / "o.parquet"
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: ordered_train(tmp_path / "pool.parquet", out, 4, 3, 1), range(8)))
+    assert set(paths) == {out} and [p.name for p in out.parent.iterdir()] == ["o.parquet"]
+    pool_ids = [r["extra_info"]["id"] for r in _rows(tmp_path / "pool.parquet")]
+    assert [r["extra_info"]["id"] for r in _rows(out)] == [pool_ids[i] for i in training_order(6, 12, 1)]
+
+
+def test_runs_start_longest_first():
+    assert by_cost(["sft", "grpo", "sft_grpo", "visurf", "visurf_luffy"]) == \
+        ["visurf", "visurf_luffy", "grpo", "sft_grpo", "sft"]
+    runs = [("sft", 1e-4, 1), ("grpo", 1e-4, 1), ("visurf_rollout_think", 3e-4, 2), ("sft", 1e-3, 1)]
+    assert by_cost(runs) == [runs[2], runs[1], runs[0], runs[3]]
 
 
 def test_sft_file_order_makes_verls_shuffling_sampler_yield_the_shared_order():
@@ -331,6 +352,8 @@ def test_reproduce_micro_smoke(tmp_path):
     assert {"style_gap", "sampled_val", "val", "test"} <= set(data["base"])
     assert set(data["paired"]) == {"sft"} and data["paired"]["sft"]["test"]["acc"]["n"] == 1
     assert (tmp_path / "out" / R.PNG_ACC).is_file() and (tmp_path / "out" / "RESULTS.md").is_file()
+    started = [ln.split("[", 2)[2].split("]")[0] for ln in proc.stdout.splitlines() if "] training " in ln]
+    assert started[:2] == ["visurf_lr1e-04_s1", "visurf_lr1e-03_s1"]  # --jobs 2 (default), longest first
 
 
 def test_rl_command_seeds_the_rollouts_with_the_runs_seed(tmp_path):

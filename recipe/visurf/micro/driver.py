@@ -37,7 +37,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -75,6 +77,18 @@ DEFAULT_ABLATIONS = ("visurf_rollout_think", "visurf_answer_tokens", "visurf_luf
 # visurf.align=False changes nothing when every label is already in rollout style (data_prep writes
 # labels with json.dumps, the aligned style): run by default only when ``align_differences`` > 0.
 NOOP_WHEN_ALIGNED = "visurf_no_align"
+# Start order of runs that go side by side (--jobs): the longest first, so short runs fill the gaps
+# (measured per 48 steps: ViSurf and its ablations ~2x GRPO; SFT->GRPO half GRPO; SFT a tenth).
+COST_RANK = {"visurf": 0, "grpo": 1, "sft_grpo": 2, "sft": 3}
+
+
+def by_cost(methods) -> list:
+    """``methods`` (or ``(method, ...)`` tuples) longest run first (``COST_RANK``; ablations rank as
+    ViSurf), the given order among equals."""
+    def rank(item) -> int:
+        m = item if isinstance(item, str) else item[0]
+        return COST_RANK.get(m, COST_RANK["visurf"] if m.startswith("visurf") else len(COST_RANK))
+    return sorted(methods, key=rank)
 
 
 @dataclass(frozen=True)
@@ -497,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="*", type=int, help="main-method seeds (default 1 2 3)")
     p.add_argument("--ablation-seeds", nargs="*", type=int, help="ablation seeds (default: MicroConfig's)")
     p.add_argument("--lrs", nargs="*", type=float, help="the main methods' lr grid (default: MicroConfig's)")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained side by side (default 2: one run keeps about "
+                   "one of 2 cores busy; results do not depend on it, wall times per run do)")
     p.add_argument("--results", default=None, help="results JSON (default docs/results/micro.json; smoke: <out>)")
     p.add_argument("--docs", default=None, help="directory for the PNG curves (default docs/; smoke: <out>)")
     args = p.parse_args(argv)
@@ -543,28 +559,37 @@ def main(argv: list[str] | None = None) -> int:
                     commit=commit, complete=complete, invocations=prior, argv=argv,
                     steal_share=steal_share(steal0, cpu_steal()))
 
-    def record(method: str, lr: float, seed: int) -> None:
-        if any(run_id(r) == (method, lr, seed) for r in results):
-            return
+    lock = threading.Lock()  # results and the report, shared by the --jobs threads
+
+    def record(run: tuple[str, float, int]) -> None:
+        method, lr, seed = run
         try:
-            results.append(run_one(cfg, method, lr, seed, base, files, out, log))
+            result = run_one(cfg, method, lr, seed, base, files, out, log)
         except Exception as e:  # one failed run must not lose the others: report it and go on
             log(f"[{run_name(method, lr, seed)}] FAILED: {e}")
-            results.append({"method": method, "seed": seed, "lr": lr, "failed": str(e)[-2000:]})
-        write()
+            result = {"method": method, "seed": seed, "lr": lr, "failed": str(e)[-2000:]}
+        with lock:
+            results.append(result)
+            write()
+
+    def record_all(runs: list[tuple[str, float, int]]) -> None:
+        """Each run not yet in ``results`` (once), ``--jobs`` at a time, longest first."""
+        todo = list(dict.fromkeys(r for r in runs if not any(run_id(x) == r for x in results)))
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(record, by_cost(todo)))
 
     grid_runs, followers = plan(cfg)
-    for method, lr, seed in grid_runs:
-        record(method, lr, seed)
+    record_all(grid_runs)
     _, chosen = chosen_lrs(cfg, out, results)
     log(f"chosen lrs (validation, seed {cfg.val_seed}): {chosen or 'none'}")
+    runs = []
     for method in followers:
         lr = chosen.get(method if method in MAIN else "visurf")
         if lr is None:
             log(f"[{method}] skipped: no chosen lr ({'its' if method in MAIN else 'visurf'} lr grid is incomplete)")
             continue
-        for seed in (cfg.seeds if method in MAIN else cfg.ablation_seeds):
-            record(method, lr, seed)
+        runs += [(method, lr, seed) for seed in (cfg.seeds if method in MAIN else cfg.ablation_seeds)]
+    record_all(runs)
     write(complete=True)
     log(f"done: {results_path}, curves in {docs}")
     return 1 if any("failed" in r for r in results) else 0

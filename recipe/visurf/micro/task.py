@@ -11,6 +11,8 @@ off, so step ``k`` of every method sees rows ``[k*batch, (k+1)*batch)``.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,7 +91,9 @@ def ordered_train(pool: str | Path, out: str | Path, steps: int, batch: int, see
     idx = training_order(table.num_rows, steps * batch, seed)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    # runs side by side (driver --jobs) may write the same seed's order at once: each writer its own tmp,
+    # the same content, an atomic replace
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     pq.write_table(table.take(idx), tmp)
     tmp.replace(out)
     return out
