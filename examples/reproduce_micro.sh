@@ -17,6 +17,8 @@
 #                                                    # after the full run: issue 18's GT styles on 3 seeds
 #                                                    #   (~+4 runs); added to the same report
 #
+# Runs train two at a time (--jobs 2, the default; --jobs 1: one after another): one run keeps about one
+# of two cores busy, and no number depends on it (seeded, batch-invariant rollouts); per-run wall times do.
 # Finished runs are reused on a rerun (outputs/micro/runs/*/result.json), so an interrupted run resumes.
 # The base model is cached under ${VISURF_MICRO_CACHE:-~/.cache/visurf/micro} (keyed by its settings).
 set -euo pipefail

@@ -14,6 +14,8 @@
 #   STEPS=48 bash examples/run_tiny_visurf_cpu.sh                          # more steps
 #   bash examples/run_tiny_visurf_cpu.sh actor_rollout_ref.rollout.n=8     # extra args = verl/Hydra
 #                                                                          #   overrides (RL runs)
+#   bash examples/run_tiny_visurf_cpu.sh --jobs 1                          # one run at a time (default:
+#                                                                          #   two side by side; same table)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
