@@ -28,3 +28,14 @@ def test_before_after_table_rows():
     assert set(lines[1]) == {"-"} and len(lines[1]) == len(lines[0])
     assert lines[2].split() == ["base", "0.30", "1.00", "0.00", "0.00", "0.22", "1.00", "-123.2", "-7.3"]
     assert lines[3].split()[3] == "0.50"
+
+
+def test_jobs_must_be_positive(capsys):
+    import pytest
+
+    from recipe.visurf.micro import demo, driver
+
+    for main in (demo.main, driver.main):
+        with pytest.raises(SystemExit) as e:
+            main(["--jobs", "0"])
+        assert e.value.code == 2 and "--jobs must be >= 1, got 0" in capsys.readouterr().err

@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="runs trained side by side (default 2: one run keeps about one core busy); 1: one after another")
     p.add_argument("overrides", nargs="*", help="verl / Hydra overrides for the RL runs (key=value)")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         p.error(f"arguments must be verl overrides key=value, got {bad}")
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     # One run keeps about one of the two cores busy (trainer, rollout server and reward workers take
     # turns), so runs go side by side; each is seeded and batch-invariant, so the table does not depend
     # on --jobs (see the module docstring).
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {method: pool.submit(run, method) for method in by_cost([m for m, _ in RUNS])}
         results = {method: futures[method].result() for method, _ in RUNS}
     (out / "before_after.json").write_text(json.dumps({"base": base_eval, **results}, indent=1))

@@ -429,7 +429,7 @@ def run_one(cfg: MicroConfig, method: str, lr: float, seed: int, base: Path, fil
               "rows_seen": cfg.steps * cfg.batch, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
               **ev, "train_metrics": R.train_metrics(metrics) if metrics else [],
               "sft_loss": R.sft_loss(sft_metrics) if sft_metrics else [], "settings": run_settings(cfg, method, lr)}
-    (work / "result.json").write_text(json.dumps(result, indent=1))
+    R.atomic_write(work / "result.json", json.dumps(result, indent=1))  # read by the other --jobs threads' reports
     for _, hf in ckpts:  # weights are not needed any more; the evaluations are kept
         shutil.rmtree(hf.parent if hf.parent.name == "actor" else hf, ignore_errors=True)
     t, v = result["test"], result["val_final"]
@@ -517,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", default=None, help="directory for the PNG curves (default docs/; smoke: <out>)")
     args = p.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
     cfg = smoke_config() if args.smoke else MicroConfig()
     if args.only:
         cfg = replace(cfg, methods=tuple(args.only))
@@ -575,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     def record_all(runs: list[tuple[str, float, int]]) -> None:
         """Each run not yet in ``results`` (once), ``--jobs`` at a time, longest first."""
         todo = list(dict.fromkeys(r for r in runs if not any(run_id(x) == r for x in results)))
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(record, by_cost(todo)))
 
     grid_runs, followers = plan(cfg)

@@ -265,10 +265,12 @@ def update_results_md(path: Path, block: str) -> None:
         text = pre + new + post
     else:
         text = text.rstrip("\n") + "\n\n" + new + "\n"
-    _atomic_write(path, text)
+    atomic_write(path, text)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: a reader (another run's
+    report, ``driver --jobs``) sees the old file or the whole new one, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
@@ -384,7 +386,7 @@ def write_all(results_path: Path, docs: Path, cfg, base_dir: Path, base_eval: di
             "base": {"dir": base_dir.name, **base_eval}, "runs": runs, "lr_grid": grid,
             "chosen_lr": {m: lr for m, lr in chosen.items()}, "summary": summary, "paired": paired,
             "gt_styles": gt_paired, "invocations": calls}
-    _atomic_write(Path(results_path), json.dumps(data, indent=1))
+    atomic_write(Path(results_path), json.dumps(data, indent=1))
     if ok:
         plot_curves(Path(docs), base_eval, reported_groups(runs, chosen))
         failed = [f"{r['method']} lr {r['lr']:.0e} s{r['seed']}" for r in runs if "failed" in r]
