@@ -134,6 +134,9 @@ def _slow_convert(i, ready):
 def _slow_cli(out, ready):
     """Child process: a CLI run that stalls after 20 rows (row groups of 8 already flushed)."""
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the child
+    # Ctrl-C as in a terminal: a shell starts background jobs with SIGINT ignored (POSIX, no job control),
+    # and a child forked from a pytest started that way (CI scripts, nohup) would inherit SIG_IGN and never stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = common.make_parser("t", "t", "t")
     rc = common.run_cli(["--out", out, "--quiet", "--workers", "2"], parser, "synthetic_grounding",
                         lambda a: range(1000), _slow_convert, lambda a: ready)
