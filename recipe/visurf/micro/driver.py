@@ -363,8 +363,9 @@ def run_id(r: dict) -> tuple:
 
 
 def runs_on_disk(cfg: MicroConfig, out: Path) -> list[dict]:
-    """Every finished run under ``<out>/runs`` whose settings match ``cfg`` (any method, lr, seed): a later invocation on the same work directory (``--only``, more seeds) reports them
-    with its own runs instead of replacing the report."""
+    """Every finished run under ``<out>/runs`` whose settings match ``cfg`` (any method, lr, seed): a later
+    invocation on the same work directory (``--only``, more seeds) reports them with its own runs instead
+    of replacing the report."""
     found = []
     for path in (out / "runs").glob("*/result.json"):
         try:
