@@ -33,7 +33,7 @@ SEED = 1
 RUNS = (("sft", "SFT (verl SFT trainer)"), ("grpo", "GRPO"), ("visurf", "ViSurf (paper defaults)"))
 # Each method's lr: the full micro run's choice on validation rows (docs/results/micro.json "chosen_lr",
 # lr grid 1e-4 / 3e-4 / 1e-3, seed 1, this base; tests/test_demo.py keeps the two equal).
-LRS = {"sft": 1e-3, "grpo": 1e-4, "visurf": 3e-4}
+LRS = {"sft": 1e-3, "grpo": 3e-4, "visurf": 1e-3}
 
 
 def before_after_table(rows: list[tuple[str, dict]]) -> str:
