@@ -8,14 +8,15 @@
 # non-object / reasoning) at the final step and at the best validation checkpoint, and on a
 # retention set of the source task.
 #
-#   bash examples/reproduce_micro.sh                 # the full run (projected budget: docs/RESULTS.md):
+#   bash examples/reproduce_micro.sh                 # the full run (29 runs, 54 min measured on 2 cores,
+#                                                    #   base cached; docs/RESULTS.md "Budget"):
 #                                                    #   docs/results/micro.json, the tables in
 #                                                    #   docs/RESULTS.md, docs/micro_*.png
 #   SMOKE=1 bash examples/reproduce_micro.sh         # the same pipeline at toy size (CI)
 #   bash examples/reproduce_micro.sh --only visurf grpo --seeds 1   # any driver flag (--help)
-#   bash examples/reproduce_micro.sh --only visurf_rollout_think visurf_answer_tokens --ablation-seeds 1 2 3
-#                                                    # after the full run: issue 18's GT styles on 3 seeds
-#                                                    #   (~+4 runs); added to the same report
+#   bash examples/reproduce_micro.sh --only visurf_gt_think --ablation-seeds 1   # an extra ablation, added
+#                                                    #   to the same report
+#   python -m recipe.visurf.micro.calibrate          # the base's parts, (d) per relation (BaseSpec's check)
 #
 # Runs train two at a time (--jobs 2, the default; --jobs 1: one after another): one run keeps about one
 # of two cores busy, and no number depends on it (seeded, batch-invariant rollouts); per-run wall times do.
