@@ -7,6 +7,8 @@
   plain-PyTorch SFT step of the base stage and the response log-likelihood of the evaluation.
 * ``base``       — the deterministic, cached base model (plain PyTorch SFT of a tiny Qwen2.5-VL that thinks
   when asked to and answers directly when asked to), keyed by the hash of its settings.
+* ``calibrate``  — ``python -m recipe.visurf.micro.calibrate``: how often a base setting solves each part,
+  part (d) per relation, and whether (d) lies in its 20-50 % band (the check behind ``BaseSpec``).
 * ``evaluation`` — greedy evaluation with the evaluation CLI's scorer, per part, the log-likelihood of
   the GT answers, the base's style gap and sampled accuracy.
 * ``results``    — the results file (``docs/results/micro.json``): per-run records, mean ± std tables,
