@@ -340,6 +340,12 @@ def test_reproduce_micro_smoke(tmp_path):
     assert {(r["method"], r["lr"]) for r in data["runs"]} == {(m, lr) for m in ("sft", "visurf") for lr in (1e-4, 1e-3)}
     assert set(data["chosen_lr"]) == {"sft", "visurf"} and set(data["lr_grid"]) == {"sft", "visurf"}
     assert data["complete"] and len(data["commit"]) >= 40 and data["wall_s"] > 0
+    # the driver warns when the base's part (d) is outside the band the instrument assumes (the toy base
+    # of SMOKE solves it rarely), and only then
+    from recipe.visurf.micro.calibrate import in_band
+
+    warned = "WARNING: the base solves part (d)" in proc.stdout
+    assert warned == (not in_band(data["base"]["sampled_val"]["sampled_d"])), proc.stdout[-3000:]
     for r in data["runs"]:
         assert r["steps"] == 2 and r["rows_seen"] == 8 and [p["step"] for p in r["curve"]] == [2]
         for which in ("test", "test_best"):

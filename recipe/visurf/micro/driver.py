@@ -46,6 +46,7 @@ from pathlib import Path
 from recipe.visurf.hostload import cpu_steal, steal_share
 from recipe.visurf.micro import results as R
 from recipe.visurf.micro.base import BaseSpec, build_base
+from recipe.visurf.micro.calibrate import D_BAND, in_band
 from recipe.visurf.micro.task import TaskSpec, make_task, ordered_train, slice_rows
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -549,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"base {base.name}: val acc {v['acc']:.3f} ({parts_line(v)}), "
         f"format {v['format']:.2f}; retention {base_eval['retention']['acc']:.3f}; sampled {base_eval['sampled_val']}; "
         f"style gap {g['gap']:.1f} nats (think {g['ll_think']:.1f}, answer-only {g['ll_answer_only']:.1f})")
+    d_share = base_eval["sampled_val"].get("sampled_d")
+    if d_share is not None and not in_band(d_share):
+        log(f"WARNING: the base solves part (d) in {d_share:.0%} of its temperature-1 samples on validation, "
+            f"outside the {D_BAND[0]:.0%}-{D_BAND[1]:.0%} band the instrument assumes (RL needs a partly solved "
+            "part to sharpen): check the BaseSpec with python -m recipe.visurf.micro.calibrate")
     results: list[dict] = []
     prior: list[dict] | None = None  # earlier invocations this one extends (read once, before the first write)
 
