@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -268,13 +269,25 @@ def update_results_md(path: Path, block: str) -> None:
     atomic_write(path, text)
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: a reader (another run's
-    report, ``driver --jobs``) sees the old file or the whole new one, never a partial one."""
+def write_atomically(path: str | Path, write) -> Path:
+    """``write(tmp)`` to a hidden temporary name next to ``path``, then ``os.replace`` it onto ``path``: a
+    reader sees the old file or the whole new one, never a partial one. The name is unique per process
+    and thread, so runs side by side (``driver --jobs``) may write one file at once; a failed ``write``
+    leaves ``path`` as it was and no temporary file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """``text`` to ``path`` through ``write_atomically``."""
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 ROLLOUT_REWARD = "rollout_reward"  # derived: the on-policy rows' mean reward

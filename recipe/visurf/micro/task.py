@@ -11,8 +11,6 @@ off, so step ``k`` of every method sees rows ``[k*batch, (k+1)*batch)``.
 from __future__ import annotations
 
 import json
-import os
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from data_prep.synthetic import GRID_PARTS, GRID_TASKS, generate
+from recipe.visurf.micro.results import write_atomically
 
 PARTS = GRID_PARTS  # target parts: a = known concept, b = new concept, c = non-object, d = reasoning
 
@@ -89,14 +88,9 @@ def ordered_train(pool: str | Path, out: str | Path, steps: int, batch: int, see
     """Write the ``steps * batch`` rows of ``training_order`` from ``pool`` to ``out`` (same schema)."""
     table = pq.read_table(pool)
     idx = training_order(table.num_rows, steps * batch, seed)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # runs side by side (driver --jobs) may write the same seed's order at once: each writer its own tmp,
-    # the same content, an atomic replace
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    pq.write_table(table.take(idx), tmp)
-    tmp.replace(out)
-    return out
+    # runs side by side (driver --jobs) may write the same seed's order at once: the same content,
+    # each writer its own temporary file, an atomic replace
+    return write_atomically(out, lambda tmp: pq.write_table(table.take(idx), tmp))
 
 
 def slice_rows(src: str | Path, out: str | Path, start: int, stop: int) -> Path:
@@ -104,8 +98,4 @@ def slice_rows(src: str | Path, out: str | Path, start: int, stop: int) -> Path:
     table = pq.read_table(src)
     if not 0 <= start < stop <= table.num_rows:
         raise ValueError(f"{src}: bad slice [{start}, {stop}) of {table.num_rows} rows")
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table.slice(start, stop - start), tmp)
-    tmp.replace(out)
-    return out
+    return write_atomically(out, lambda tmp: pq.write_table(table.slice(start, stop - start), tmp))
