@@ -40,11 +40,11 @@ def by_relation(records: list[dict], questions: dict[str, str]) -> dict[str, lis
     """``{relation: [correct, rows]}`` over the part-(d) records (``id``, ``ground_truth``,
     ``response``) under the strict rules; ``questions`` maps a row id to its question."""
     from recipe.visurf.eval_scoring import score_record
+    from recipe.visurf.micro.evaluation import strict_protocol
     from recipe.visurf.micro.task import part_of
     from recipe.visurf.micro.thinks import parse_query
-    from verl_ext.eval_protocols import EvalProtocol
 
-    protocol = EvalProtocol(non_object="strict", bbox_acc="strict")
+    protocol = strict_protocol()
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for rec in records:
         if part_of(rec["id"]) != "d":

@@ -40,6 +40,14 @@ def logsumexp2(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
+def strict_protocol():
+    """The instrument's scoring rules (module docstring): the evaluation CLI's ``--non-object-rule strict
+    --bbox-acc-strict``."""
+    from verl_ext.eval_protocols import EvalProtocol
+
+    return EvalProtocol(non_object="strict", bbox_acc="strict")
+
+
 def _part(record: dict) -> str:
     return part_of(record["id"])
 
@@ -111,7 +119,6 @@ def sampled_accuracy(model_dir: str | Path, file: str | Path, k: int = 8, seed: 
 
     from recipe.visurf.eval_backends import build_messages, iter_rows, prompt_inputs
     from recipe.visurf.eval_scoring import score_record
-    from verl_ext.eval_protocols import EvalProtocol
     from verl_ext.model_inputs import encode_prompts
 
     model, proc = _load(model_dir)
@@ -119,7 +126,7 @@ def sampled_accuracy(model_dir: str | Path, file: str | Path, k: int = 8, seed: 
     tok = proc.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rows = [r for r in iter_rows([str(file)]) for _ in range(k)]
-    protocol = EvalProtocol(non_object="strict", bbox_acc="strict")
+    protocol = strict_protocol()
     torch.manual_seed(seed)
     by_part: dict[str, list[bool]] = defaultdict(list)
     for start in range(0, len(rows), batch_size):
@@ -146,11 +153,10 @@ def evaluate_model(model_dir: str | Path, file: str | Path, out_dir: str | Path,
                    batch_size: int = 32, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     """The report dict of ``model_dir`` on ``file`` (module docstring); predictions under ``out_dir``."""
     from recipe.visurf.evaluate import evaluate
-    from verl_ext.eval_protocols import EvalProtocol
 
     report = evaluate(data=[str(file)], model=str(model_dir), out=out_dir, batch_size=batch_size,
                       max_new_tokens=max_new_tokens, device="cpu",
-                      protocol=EvalProtocol(non_object="strict", bbox_acc="strict"), group_by=_part, write=False)
+                      protocol=strict_protocol(), group_by=_part, write=False)
     out = report_summary(report)
     if loglik:
         out.update(gt_loglik(model_dir, file))
