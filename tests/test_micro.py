@@ -470,3 +470,42 @@ def test_cpu_steal_share_from_proc_stat(tmp_path):
     assert cpu_steal(tmp_path / "missing") is None
     stat.write_text("intr 1 2 3\n")
     assert cpu_steal(stat) is None
+
+
+def test_base_checksums_catch_an_altered_or_extra_file(tmp_path):
+    """issue 29: the committed base is loaded only when every file matches its SHA256SUMS."""
+    from recipe.visurf.micro.base import checksums, verify_checksums, write_checksums
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "config.json").write_text("{}")
+    write_checksums(tmp_path)
+    verify_checksums(tmp_path)
+    assert set(checksums(tmp_path)) == {"model.safetensors", "config.json"}
+    (tmp_path / "model.safetensors").write_bytes(b"weightz")
+    with pytest.raises(ValueError, match="model.safetensors"):
+        verify_checksums(tmp_path)
+    write_checksums(tmp_path)
+    (tmp_path / "extra.txt").write_text("x")
+    with pytest.raises(ValueError, match="extra.txt"):
+        verify_checksums(tmp_path)
+
+
+def test_first_difference_of_two_build_traces():
+    """issue 29 item 1: the first record where two base builds' traces differ, with its magnitude."""
+    from recipe.visurf.micro.base import divergence, first_difference
+
+    env = {"kind": "env", "cpu_capability": "AVX2"}
+    init = {"kind": "init", "params": {"w": "aa", "b": "bb"}}
+    fwd = [{"kind": "forward", "module": "m", "digest": "d1", "head": [1.0, 2.0]}]
+    step = {"kind": "step", "step": 1, "loss": (0.5).hex(), "grad_norm": (1.0).hex(), "params": "p", "sample": [0.1]}
+    a = [env, init, *fwd, step]
+    assert first_difference(a, [{**env, "cpu_capability": "DEFAULT"}, init, *fwd, step]) is None
+    assert first_difference(a, [env, {"kind": "init", "params": {"w": "aa", "b": "cc"}}, *fwd, step]) == \
+        {"kind": "init", "tensors": ["b"]}
+    d = first_difference(a, [env, init, {**fwd[0], "digest": "d2", "head": [1.0, 2.5]}, step])
+    assert d == {"kind": "forward", "module": "m", "max_abs_head": 0.5}
+    later = {**step, "loss": (0.75).hex()}
+    assert first_difference(a, [env, init, *fwd, later])["abs"] == 0.25
+    assert first_difference(a, [env, init, *fwd, {**step, "params": "q", "sample": [0.3]}])["field"] == "params"
+    assert first_difference(a, a[:-1])["kind"] == "length"
+    assert divergence(a, [env, init, *fwd, later]) == [{"step": 1, "loss_abs": 0.25, "param_abs_sample": 0.0}]
