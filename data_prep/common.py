@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
+from verl_ext.atomic_io import AtomicFile, DestinationError
 from verl_ext.constants import (
     BBOX_KEY,
     DATA_SOURCE_TASK,
@@ -403,31 +403,39 @@ def check_prompt_style(style: str, data_source: str) -> None:
 # Atomic streaming parquet writer
 # ---------------------------------------------------------------------------------------------
 class AtomicParquetWriter:
-    """Stream rows into ``path`` atomically.
+    """Stream rows into ``path`` atomically (``verl_ext.atomic_io.AtomicFile``).
 
-    Rows go to a hidden temp file in the same directory in row groups of at most
-    ``row_group_rows`` rows / ``row_group_bytes`` bytes of images; :meth:`commit` (or leaving
-    the ``with`` block normally) closes it and ``os.replace``-s it onto ``path``. Leaving the
-    block with an exception (including KeyboardInterrupt / SIGTERM via :func:`run_cli`) closes
-    and deletes the temp file, so an interrupted run never leaves ``path`` half-written (an
-    existing ``path`` is untouched). Only SIGKILL can leave the hidden temp file behind.
+    The destination is checked first: a directory, a parent that is a file or an unwritable place
+    raises a one-line :class:`DataPrepError` before any row is converted. Rows go to a hidden temp
+    file in the same directory in row groups of at most ``row_group_rows`` rows /
+    ``row_group_bytes`` bytes of images; :meth:`commit` (or leaving the ``with`` block normally)
+    closes it and ``os.replace``-s it onto ``path``, with the mode ``open(path, "w")`` would give
+    (the umask's for a new file). Leaving the block with an exception (including KeyboardInterrupt /
+    SIGTERM via :func:`run_cli`), or a failed commit, closes and deletes the temp file, so a failed
+    or interrupted run never leaves ``path`` half-written (an existing ``path`` is untouched) nor a
+    temp file. Only SIGKILL can leave the hidden temp file behind.
     """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema = ROW_SCHEMA,
                  row_group_rows: int = ROW_GROUP_ROWS, row_group_bytes: int = ROW_GROUP_BYTES):
-        self.path = os.path.abspath(os.fspath(path))
+        try:
+            self._file = AtomicFile(path)
+        except DestinationError as e:
+            raise DataPrepError(f"--out: {e}") from None
+        self.path = str(self._file.path)
+        self.tmp_path = str(self._file.tmp_path)
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.row_group_bytes = row_group_bytes
         self.rows_written = 0
         self._buf: list[dict] = []
         self._buf_bytes = 0
-        d = os.path.dirname(self.path)
-        os.makedirs(d, exist_ok=True)
-        fd, self.tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=d)
-        os.close(fd)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.tmp_path, schema, compression="zstd")
         self._done = False
+        try:
+            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.tmp_path, schema, compression="zstd")
+        except BaseException:
+            self._file.abort()
+            raise
 
     def write(self, row: dict) -> None:
         self._buf.append(row)
@@ -442,10 +450,14 @@ class AtomicParquetWriter:
             self._buf, self._buf_bytes = [], 0
 
     def commit(self) -> str:
-        self._flush()
-        self._writer.close()
-        self._writer = None
-        os.replace(self.tmp_path, self.path)
+        try:
+            self._flush()
+            self._writer.close()
+            self._writer = None
+            self._file.commit()
+        except BaseException:
+            self.abort()
+            raise
         self._done = True
         return self.path
 
@@ -458,8 +470,7 @@ class AtomicParquetWriter:
             if self._writer is not None:
                 self._writer.close()
         self._writer = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp_path)
+        self._file.abort()
 
     def __enter__(self):
         return self

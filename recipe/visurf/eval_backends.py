@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+from verl_ext.atomic_io import write_text_atomically
 from verl_ext.eval_protocols.math import MATH_META_KEYS
 from verl_ext.rewards.labels import plain
 
@@ -154,7 +155,7 @@ def _merge_fsdp(actor_dir: Path, target: Path) -> Path:
     merger = FSDPModelMerger(config)
     merger.merge_and_save()
     merger.cleanup()
-    stamp.write_text(source)
+    write_text_atomically(stamp, source)
     return target
 
 

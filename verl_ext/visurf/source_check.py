@@ -187,21 +187,28 @@ def sample_rows(files: Sequence[str], key: str,
 
 def drop_rows(path: str, rows: np.ndarray, batch_rows: int = SCAN_BATCH_ROWS) -> str:
     """``visurf.drop_bad_rows``: write ``path`` without ``rows`` (0-based) beside it as
-    ``<name>.visurf_clean.parquet``, streamed batch by batch (all columns, schema kept); returns the
-    new path. Beside the original, so every node that reads the original reads the copy."""
+    ``<name>.visurf_clean.parquet``, streamed batch by batch (all columns, schema kept) and atomically
+    (``verl_ext.atomic_io``); returns the new path. Beside the original, so every node that reads the
+    original reads the copy."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from verl_ext.atomic_io import write_atomically
 
     out = path.removesuffix(".parquet") + CLEAN_SUFFIX
     pf = pq.ParquetFile(path)
     drop = np.asarray(rows, dtype=np.int64)
-    offset = 0
-    with pq.ParquetWriter(out, pf.schema_arrow) as writer:
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            index = np.arange(offset, offset + batch.num_rows)
-            keep = ~np.isin(index, drop)
-            writer.write_table(pa.Table.from_batches([batch]).filter(pa.array(keep)))
-            offset += batch.num_rows
+
+    def write(tmp) -> None:
+        offset = 0
+        with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                index = np.arange(offset, offset + batch.num_rows)
+                keep = ~np.isin(index, drop)
+                writer.write_table(pa.Table.from_batches([batch]).filter(pa.array(keep)))
+                offset += batch.num_rows
+
+    write_atomically(out, write)  # two runs side by side each write their own temp file; readers see a whole one
     return out
 
 
