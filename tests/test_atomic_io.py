@@ -177,8 +177,14 @@ def _drop_rows(path):
     src.unlink()
 
 
+def _predictions(path):
+    from recipe.visurf.evaluate import write_predictions
+
+    write_predictions(path, [{"id": "1"}])
+
+
 WRITERS = {"write_text_atomically": lambda p: A.write_text_atomically(p, "x"), "AtomicParquetWriter": _parquet_writer,
-           "to_sft": _to_sft, "drop_rows": _drop_rows}
+           "to_sft": _to_sft, "drop_rows": _drop_rows, "evaluate.write_predictions": _predictions}
 
 
 @pytest.mark.parametrize("writer", list(WRITERS))
