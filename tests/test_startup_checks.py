@@ -94,6 +94,34 @@ def test_drop_bad_rows_writes_a_copy_without_them_and_logs_the_count(tmp_path, c
     assert [r["index"] for r in kept.column("extra_info").to_pylist()] == [0, 1, 2, 3, 4, 5, 6, 7, 9, 11]
 
 
+def test_data_files_the_check_cannot_read_are_errors_or_named_never_silent(tmp_path, caplog):
+    """A file without data_source, one verl would refuse by its name and an unreadable one stop the
+    run naming the file; a JSON file or one not found here is skipped with a warning saying why."""
+    import shutil
+
+    good = _parquet(tmp_path / "good.parquet", "refcocog", [GOOD] * 2)
+    pq.write_table(pq.read_table(good).drop(["data_source"]), tmp_path / "nods.parquet")
+    shutil.copy(good, tmp_path / "train.data")
+    (tmp_path / "torn.parquet").write_bytes(open(good, "rb").read()[:50])
+    cases = {
+        "nods.parquet": r"nods.parquet: no 'data_source' column \(has prompt, reward_model, extra_info\)",
+        "train.data": r"train.data: verl reads data files by their name, .parquet, .json or .jsonl only",
+        "torn.parquet": r"torn.parquet: not a readable parquet file",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            check_data_sources(_config([good, str(tmp_path / name)]))
+    (tmp_path / "rows.jsonl").write_text("{}\n")
+    with caplog.at_level("WARNING", logger="visurf"):
+        check_data_sources(_config([good, str(tmp_path / "rows.jsonl"), str(tmp_path / "absent.parquet")]))
+    assert (f"{tmp_path / 'rows.jsonl'} (JSON: its labels are not checked at start-up); "
+            f"{tmp_path / 'absent.parquet'} (not found here)") in caplog.text
+    # with a reward model scoring every row, a file without the column is not the recipe's problem
+    config = _config([str(tmp_path / "nods.parquet")])
+    config.reward = {"reward_model": {"enable": True}, "custom_reward_function": {"path": None}}
+    assert check_data_sources(config) == {}
+
+
 def test_the_scan_streams_batches_of_two_columns(tmp_path):
     """The scan reads batch by batch (any batch size gives the same answer) and only the source and
     label columns; extra_info is read for the sampled rows alone."""
