@@ -70,14 +70,19 @@ def test_a_bad_label_after_the_sampled_rows_stops_the_start_up_naming_file_row_a
                   "[{broken", {}, is_gt=False, gt_thinking_reward="zero")
 
 
-def test_a_missing_label_stops_the_run_only_where_the_reward_rejects_one(tmp_path):
-    """grounding: the scorer raises on a missing label (an error); math: it scores it 0 (the row just
-    gets no GT member, counted as no_label)."""
+def test_a_missing_label_stops_the_run_for_every_recipe_scorer(tmp_path):
+    """The recipe's scorers raise on a missing label (grounding and math alike: a math label None
+    would read as "null" and match an answer "null"), so the start-up check names the row."""
     grounding = _parquet(tmp_path / "g.parquet", "refcocog", [GOOD] * 9 + [None])
     with pytest.raises(ValueError, match=r"row 9 \(data_source='refcocog'\): no label .*which the reward rejects"):
         check_data_sources(_config(grounding))
     math = _parquet(tmp_path / "m.parquet", "synthetic_math", ["3"] * 9 + [None])
-    assert check_data_sources(_config(math)) == {"synthetic_math": "the recipe's math scorer"}
+    with pytest.raises(ValueError, match=r"row 9 \(data_source='synthetic_math'\): no label .*which the reward "
+                                         r"rejects: .*no label \(None\): every row needs its answer"):
+        check_data_sources(_config(math))
+    config = _config(math, drop_bad_rows=True)
+    assert check_data_sources(config) == {"synthetic_math": "the recipe's math scorer"}
+    assert pq.read_table(config.data.train_files[0]).num_rows == 9
 
 
 def test_drop_bad_rows_writes_a_copy_without_them_and_logs_the_count(tmp_path, caplog):

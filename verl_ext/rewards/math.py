@@ -361,7 +361,8 @@ def compute_score(
 
     Args:
         solution_str: the decoded response; any string (never raises for it).
-        ground_truth: the canonical answer (``"3"``, ``"\\frac{1}{2}"``) or an option letter.
+        ground_truth: the canonical answer (``"3"``, ``"\\frac{1}{2}"``) or an option letter; a
+            missing one (None, NaN, blank) raises ValueError (``labels.answer_label``).
         is_gt: the row is the injected ground-truth response (docs/METHOD.md §3.2).
         gt_thinking_reward: ``"zero"`` or ``"full"``.
         choices: option texts of a multiple-choice question (``extra_info["choices"]``).
@@ -371,13 +372,13 @@ def compute_score(
         dict with ``score`` and ``thinking_format``, ``answer_format``, ``accuracy``,
         ``non_repeat`` (floats), ``invalid_reason`` (str).
     """
+    gold = answer_label(ground_truth)  # the label as the GT renderer reads it too; a missing one raises
     resp = parse_response(solution_str)
     thinking = thinking_reward(resp.think_format, is_gt=is_gt, gt_thinking_reward=gt_thinking_reward)
     rep = non_repeat(resp.text)
     pred = extract_math_answer(resp)
     if not pred:
         return _result(thinking, False, 0.0, rep, "no_answer")
-    gold = answer_label(ground_truth)  # the label as the GT renderer reads it too
     decision, target = _decide_without_math_verify(pred, gold, _choices_list(choices))
     reason = ""
     if decision is None:
@@ -410,6 +411,7 @@ def compute_score_batch(
     is_gt = [False] * n if is_gt is None else [bool(x) for x in is_gt]
     rows = []  # (thinking, found, decision, rep, reason)
     pending: list[tuple[int, str, str]] = []
+    golds = [answer_label(g) for g in ground_truths]  # a missing label raises, as in compute_score
     for k in range(n):
         resp = parse_response(solution_strs[k])
         thinking = thinking_reward(resp.think_format, is_gt=is_gt[k], gt_thinking_reward=gt_thinking_reward)
@@ -418,7 +420,7 @@ def compute_score_batch(
         if not pred:
             rows.append([thinking, False, False, rep, "no_answer"])
             continue
-        decision, target = _decide_without_math_verify(pred, answer_label(ground_truths[k]), _choices_list(choices[k]))
+        decision, target = _decide_without_math_verify(pred, golds[k], _choices_list(choices[k]))
         rows.append([thinking, True, decision, rep, ""])
         if decision is None:
             pending.append((k, target, pred))
