@@ -345,6 +345,9 @@ def build_row(
     ``build_prompt(task, question, style)`` (see :func:`apply_prompt_style`).
     ``question_type`` / ``answer_type`` / ``precision``: MathVista's per-record scoring fields
     (None elsewhere; ``precision`` a float so the column has one type)."""
+    for what, v in (("width", width), ("height", height)):
+        if not _positive_whole(v):
+            raise RowError("malformed_size", f"row {row_id}: image {what} {v!r} is not a whole number > 0")
     task = task_of(data_source)
     if task == "math":
         n_obj, non_object = 0, False
@@ -373,6 +376,13 @@ def build_row(
             "precision": None if precision is None else float(precision),
         },
     }
+
+
+def _positive_whole(v) -> bool:
+    """An image dimension: a whole number > 0 (an int, or a float / numpy value with no fraction)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(v)) and float(v) == int(v) and v > 0
 
 
 def apply_prompt_style(row: dict, style: str) -> dict:
@@ -712,6 +722,7 @@ def convert_all(
     summary = Summary(data_source=data_source)
     t0 = time.perf_counter()
     warned: collections.Counter = collections.Counter()
+    first_row: dict[str, int] = {}  # row id -> its index in the output (ids are unique in one file)
     it = ordered_map(convert, opts, _limited(records, limit, summary), workers)
     try:
         with AtomicParquetWriter(out, row_group_rows=row_group_rows or ROW_GROUP_ROWS) as writer, tqdm(
@@ -719,6 +730,9 @@ def convert_all(
         ) as bar:
             for ok, result in it:
                 bar.update(1)
+                if ok:
+                    result = _unique_ids(result, first_row)
+                    ok = not isinstance(result, RowError)
                 if not ok:
                     if strict:
                         raise result
@@ -729,6 +743,7 @@ def convert_all(
                     warned[result.reason] += 1
                     continue
                 for row in result:
+                    first_row[row["extra_info"]["id"]] = writer.rows_written
                     apply_prompt_style(row, prompt_style)
                     row["extra_info"]["index"] = writer.rows_written
                     writer.write(row)
@@ -747,6 +762,19 @@ def convert_all(
     summary.seconds = time.perf_counter() - t0
     summary.bytes = os.path.getsize(out)
     return summary
+
+
+def _unique_ids(rows: list[dict], first_row: dict[str, int]) -> list[dict] | RowError:
+    """``rows`` (one record's), or a ``duplicate_id`` RowError when one repeats the id of a row
+    already written (``first_row``: id -> output index) or of another row of the record."""
+    ids = [r["extra_info"]["id"] for r in rows]
+    for k, rid in enumerate(ids):
+        if rid in first_row:
+            return RowError("duplicate_id", f"row id {rid!r} repeats the id of output row {first_row[rid]}; "
+                                            "ids are unique in one file (the repeat is skipped)")
+        if rid in ids[:k]:
+            return RowError("duplicate_id", f"row id {rid!r} appears twice among the rows of one record")
+    return rows
 
 
 def run_cli(

@@ -94,17 +94,12 @@ def records(args):
             items = sorted(entries.items())
     else:
         raise DataPrepError(f"{split_file}: expected a dict keyed by index (or a list)")
-    seen: set[str] = set()
     for key, e in items:
         name = f"{key!s} in {split_file}"
         problem = entry_problem(e)
         if problem:
             yield {"name": name, "error": ("malformed_json", f"entry {name}: {problem}")}
             continue
-        if str(key) in seen:  # a list index and a dict key cannot repeat; str(1) == "1" of a mixed dict can
-            yield {"name": name, "error": ("duplicate_id", f"entry {name}: id {str(key)!r} appears twice")}
-            continue
-        seen.add(str(key))
         yield {"name": name, "id": str(key), "task_path": find(args.root, e["task"]),
                "image_path": find(args.root, e["image"]), "box_path": find(args.root, e["box"])}
 

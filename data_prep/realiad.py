@@ -78,7 +78,6 @@ def records(args):
             raise DataPrepError(f"no <category>.json files in {json_dir}")
     else:
         files = [os.path.join(json_dir, f"{args.category}.json")]
-    seen: dict[str, str] = {}
     for jf in files:
         meta_all = read_json(jf)
         problem = file_problem(meta_all, args.split)
@@ -96,15 +95,9 @@ def records(args):
                 continue
             cat = str(s.get("category") or os.path.splitext(os.path.basename(jf))[0])
             normal_sample = s.get("mask_path") in (None, "") or s.get("anomaly_class") == normal
-            rid = os.path.splitext(s["image_path"].replace("\\", "/"))[0].replace("/", "_")
-            if rid in seen:
-                yield {"name": name, "error": ("duplicate_id", f"{name}: image_path {s['image_path']!r} "
-                                                               f"(id {rid}) is also {seen[rid]}")}
-                continue
-            seen[rid] = name
             yield {
                 "name": name,
-                "id": rid,
+                "id": os.path.splitext(s["image_path"].replace("\\", "/"))[0].replace("/", "_"),
                 "category": cat,
                 "image_path": resolve(image_root, prefix, cat, s["image_path"]),
                 "mask_path": None if normal_sample else resolve(image_root, prefix, cat, s["mask_path"]),

@@ -319,7 +319,7 @@ def test_realiad_bad_samples_and_a_bad_category_file_are_skipped(tmp_path, capsy
     jd = root / "realiad_jsons"
     meta = json.loads((jd / "audiojack.json").read_text())
     meta["test"] += [{"image_path": 5}, {"image_path": meta["test"][1]["image_path"], "mask_path": 7}, "x",
-                     dict(meta["test"][0])]  # the last repeats the first sample's image
+                     dict(meta["test"][0])]  # the last repeats the first sample's image: the same row id
     (jd / "audiojack.json").write_text(json.dumps(meta))
     pcb = json.loads((jd / "pcb.json").read_text())
     (jd / "pcb.json").write_text(json.dumps({**pcb, "meta": "x"}))
@@ -334,4 +334,38 @@ def test_realiad_bad_samples_and_a_bad_category_file_are_skipped(tmp_path, capsy
     messages = [r["error"][1] for r in realiad.records(realiad.parser().parse_args(args)) if "error" in r]
     assert messages[-1] == f"{jd / 'pcb.json'}: 'meta' is 'x', expected a dict (prefix, normal_class)"
     assert any("mask_path is 7, expected a path or null" in m for m in messages)
-    assert any(m.endswith("is also test[0] of " + str(jd / "audiojack.json")) for m in messages)
+    assert "repeats the id of output row 0; ids are unique in one file" in summary  # (any data_prep CLI)
+
+
+def test_visurf_mix_keeps_every_seg_zero_object_and_rejects_a_bad_size():
+    two = "<box>(10,20),(110,220)</box><points>(50,60),(70,80)</points><box>(300,300),(400,420)</box><points>(350,360)</points>"
+    assert visurf_mix.parse_solution(two, "r") == [obj([10, 20, 110, 220], [50, 60]), obj([300, 300, 400, 420], [350, 360])]
+    no_points = "<box>(10,20),(110,220)</box><box>(300,300),(400,420)</box>"
+    assert visurf_mix.parse_solution(no_points, "r") == [obj([10, 20, 110, 220], [60, 120]),
+                                                         obj([300, 300, 400, 420], [350, 360])]
+    with pytest.raises(common.RowError, match="2 <box> but 1 <points>"):
+        visurf_mix.parse_solution("<box>(1,2),(3,4)</box><box>(5,6),(7,8)</box><points>(2,3)</points>", "r")
+    for w, h in ((-7, 480), (640, 0), (640.5, 480), (float("nan"), 480), (True, 480), ("640", 480)):
+        with pytest.raises(common.RowError, match=r"row x: image (width|height) .* is not a whole number > 0"):
+            common.build_row(data_source="visurf_mix", question="q", image_bytes=b"", ground_truth="[]", row_id="x",
+                             split="train", width=w, height=h)
+    row = common.build_row(data_source="visurf_mix", question="q", image_bytes=b"", ground_truth="[]", row_id="x",
+                           split="train", width=640.0, height=480)
+    assert (row["extra_info"]["width"], row["extra_info"]["height"]) == (640, 480)
+
+
+def test_a_repeated_row_id_is_skipped_in_every_cli(tmp_path, capsys):
+    out = tmp_path / "s.parquet"
+
+    def convert(i, _):
+        return [common.build_row(data_source="synthetic_grounding", question="q", image_bytes=b"x", ground_truth="[]",
+                                 row_id=str(i % 3), split="train", width=8, height=8)]
+
+    s = common.convert_all(data_source="synthetic_grounding", records=range(5), convert=convert, opts=None,
+                           out=str(out), progress=False)
+    assert [r["extra_info"]["id"] for r in rows(out)] == ["0", "1", "2"] and dict(s.skipped) == {"duplicate_id": 2}
+    assert s.first_error["duplicate_id"] == ("row id '0' repeats the id of output row 0; ids are unique in one file "
+                                             "(the repeat is skipped)")
+    with pytest.raises(common.RowError, match="row id '0' repeats"):
+        common.convert_all(data_source="synthetic_grounding", records=range(5), convert=convert, opts=None,
+                           out=str(out), progress=False, strict=True)
