@@ -123,7 +123,7 @@ def read_json(path: str, *, fatal: bool = True, record: str = "", encodings=("ut
         except UnicodeDecodeError as e:
             last = e
         except json.JSONDecodeError as e:
-            msg = f"malformed JSON in {where}: {e.msg} at line {e.lineno} column {e.colno}"
+            msg = f"malformed JSON in {where}: {e.msg} (line {e.lineno}, column {e.colno})"  # e.msg may end in "at"
             if fatal:
                 raise DataPrepError(msg) from None
             raise RowError("malformed_json", msg) from None

@@ -148,7 +148,8 @@ def _merge_fsdp(actor_dir: Path, target: Path) -> Path:
     from verl.model_merger.base_model_merger import ModelMergerConfig
     from verl.model_merger.fsdp_model_merger import FSDPModelMerger
 
-    logger.info("merging verl FSDP checkpoint %s -> %s", actor_dir, target)
+    logger.info("merging verl FSDP checkpoint %s -> %s (verl unpickles the shards, torch.load weights_only=False: "
+                "a checkpoint is code, merge only one you trust)", actor_dir, target)
     target.mkdir(parents=True, exist_ok=True)
     config = ModelMergerConfig(operation="merge", backend="fsdp", local_dir=str(actor_dir), target_dir=str(target),
                                hf_model_config_path=str(actor_dir / "huggingface"))

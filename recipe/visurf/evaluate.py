@@ -126,7 +126,7 @@ def read_predictions(path: Path, *, resumable: bool = False) -> list[dict]:
             if resumable and k == len(lines) - 1:
                 logger.warning("%s: dropping a truncated last line (interrupted run)", where)
                 continue
-            raise ValueError(f"{where}: not a JSON line ({e.msg} at column {e.colno})") from None
+            raise ValueError(f"{where}: not a JSON line ({e.msg}, column {e.colno})") from None
         missing = [key for key in PREDICTION_KEYS if not isinstance(record, dict) or key not in record]
         if missing:
             raise ValueError(f"{where}: prediction lines need {', '.join(PREDICTION_KEYS)}; missing {missing}")
