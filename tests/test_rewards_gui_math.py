@@ -158,8 +158,8 @@ def test_is_gt_from_extra_info_is_read_as_a_flag_not_with_bool():
     gt = compute_score("omniact", response, ELEMENT, {"is_gt": True, "gt_thinking_reward": "full"})
     assert plain["thinking_format"] == 0.0 and gt["thinking_format"] == 1.0
     for value, same_as in (("false", plain), ("False", plain), ("0", plain), (0, plain), (False, plain),
-                           ("true", gt), ("TRUE", gt), ("1", gt), (1, gt)):
+                           (None, plain), ("true", gt), ("TRUE", gt), ("1", gt), (1, gt)):
         assert compute_score("omniact", response, ELEMENT, {"is_gt": value, "gt_thinking_reward": "full"}) == same_as
-    for bad in ("no", "yes", 2, None, [True]):
+    for bad in ("no", "yes", 2, 0.5, [True]):
         with pytest.raises(ValueError, match="is_gt must be true or false"):
             as_flag(bad, "is_gt")

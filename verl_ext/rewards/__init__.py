@@ -103,9 +103,12 @@ def compute_score(
 
 
 def as_flag(value, name: str) -> bool:
-    """``value`` as a bool: True / False (numpy's too), 1 / 0, or the strings "true" / "false" /
-    "1" / "0" (any case). ValueError naming ``name`` otherwise — ``bool("false")`` is True, so a
-    flag read from JSON or a CSV-born column must not go through ``bool``."""
+    """``value`` as a bool: True / False (numpy's too), 1 / 0, the strings "true" / "false" / "1" /
+    "0" (any case), None (a parquet struct field absent from this row) as False. ValueError naming
+    ``name`` otherwise — ``bool("false")`` is True, so a flag read from JSON or a CSV-born column
+    must not go through ``bool``."""
+    if value is None:
+        return False
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)) and value in (0, 1):
