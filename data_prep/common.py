@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
+from verl_ext.atomic_io import AtomicFile, DestinationError
 from verl_ext.constants import (
     BBOX_KEY,
     DATA_SOURCE_TASK,
@@ -123,7 +123,7 @@ def read_json(path: str, *, fatal: bool = True, record: str = "", encodings=("ut
         except UnicodeDecodeError as e:
             last = e
         except json.JSONDecodeError as e:
-            msg = f"malformed JSON in {where}: {e.msg} at line {e.lineno} column {e.colno}"
+            msg = f"malformed JSON in {where}: {e.msg} (line {e.lineno}, column {e.colno})"  # e.msg may end in "at"
             if fatal:
                 raise DataPrepError(msg) from None
             raise RowError("malformed_json", msg) from None
@@ -345,6 +345,9 @@ def build_row(
     ``build_prompt(task, question, style)`` (see :func:`apply_prompt_style`).
     ``question_type`` / ``answer_type`` / ``precision``: MathVista's per-record scoring fields
     (None elsewhere; ``precision`` a float so the column has one type)."""
+    for what, v in (("width", width), ("height", height)):
+        if not _positive_whole(v):
+            raise RowError("malformed_size", f"row {row_id}: image {what} {v!r} is not a whole number > 0")
     task = task_of(data_source)
     if task == "math":
         n_obj, non_object = 0, False
@@ -375,6 +378,13 @@ def build_row(
     }
 
 
+def _positive_whole(v) -> bool:
+    """An image dimension: a whole number > 0 (an int, or a float / numpy value with no fraction)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(v)) and float(v) == int(v) and v > 0
+
+
 def apply_prompt_style(row: dict, style: str) -> dict:
     """``row`` with its prompt rebuilt in prompt style ``style`` from ``extra_info`` (task,
     question), i.e. exactly what :func:`build_row` would have written with ``style``."""
@@ -403,31 +413,39 @@ def check_prompt_style(style: str, data_source: str) -> None:
 # Atomic streaming parquet writer
 # ---------------------------------------------------------------------------------------------
 class AtomicParquetWriter:
-    """Stream rows into ``path`` atomically.
+    """Stream rows into ``path`` atomically (``verl_ext.atomic_io.AtomicFile``).
 
-    Rows go to a hidden temp file in the same directory in row groups of at most
-    ``row_group_rows`` rows / ``row_group_bytes`` bytes of images; :meth:`commit` (or leaving
-    the ``with`` block normally) closes it and ``os.replace``-s it onto ``path``. Leaving the
-    block with an exception (including KeyboardInterrupt / SIGTERM via :func:`run_cli`) closes
-    and deletes the temp file, so an interrupted run never leaves ``path`` half-written (an
-    existing ``path`` is untouched). Only SIGKILL can leave the hidden temp file behind.
+    The destination is checked first: a directory, a parent that is a file or an unwritable place
+    raises a one-line :class:`DataPrepError` before any row is converted. Rows go to a hidden temp
+    file in the same directory in row groups of at most ``row_group_rows`` rows /
+    ``row_group_bytes`` bytes of images; :meth:`commit` (or leaving the ``with`` block normally)
+    closes it and ``os.replace``-s it onto ``path``, with the mode ``open(path, "w")`` would give
+    (the umask's for a new file). Leaving the block with an exception (including KeyboardInterrupt /
+    SIGTERM via :func:`run_cli`), or a failed commit, closes and deletes the temp file, so a failed
+    or interrupted run never leaves ``path`` half-written (an existing ``path`` is untouched) nor a
+    temp file. Only SIGKILL can leave the hidden temp file behind.
     """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema = ROW_SCHEMA,
                  row_group_rows: int = ROW_GROUP_ROWS, row_group_bytes: int = ROW_GROUP_BYTES):
-        self.path = os.path.abspath(os.fspath(path))
+        try:
+            self._file = AtomicFile(path)
+        except DestinationError as e:
+            raise DataPrepError(f"--out: {e}") from None
+        self.path = str(self._file.path)
+        self.tmp_path = str(self._file.tmp_path)
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.row_group_bytes = row_group_bytes
         self.rows_written = 0
         self._buf: list[dict] = []
         self._buf_bytes = 0
-        d = os.path.dirname(self.path)
-        os.makedirs(d, exist_ok=True)
-        fd, self.tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=d)
-        os.close(fd)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.tmp_path, schema, compression="zstd")
         self._done = False
+        try:
+            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.tmp_path, schema, compression="zstd")
+        except BaseException:
+            self._file.abort()
+            raise
 
     def write(self, row: dict) -> None:
         self._buf.append(row)
@@ -442,10 +460,14 @@ class AtomicParquetWriter:
             self._buf, self._buf_bytes = [], 0
 
     def commit(self) -> str:
-        self._flush()
-        self._writer.close()
-        self._writer = None
-        os.replace(self.tmp_path, self.path)
+        try:
+            self._flush()
+            self._writer.close()
+            self._writer = None
+            self._file.commit()
+        except BaseException:
+            self.abort()
+            raise
         self._done = True
         return self.path
 
@@ -458,8 +480,7 @@ class AtomicParquetWriter:
             if self._writer is not None:
                 self._writer.close()
         self._writer = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp_path)
+        self._file.abort()
 
     def __enter__(self):
         return self
@@ -701,6 +722,7 @@ def convert_all(
     summary = Summary(data_source=data_source)
     t0 = time.perf_counter()
     warned: collections.Counter = collections.Counter()
+    first_row: dict[str, int] = {}  # row id -> its index in the output (ids are unique in one file)
     it = ordered_map(convert, opts, _limited(records, limit, summary), workers)
     try:
         with AtomicParquetWriter(out, row_group_rows=row_group_rows or ROW_GROUP_ROWS) as writer, tqdm(
@@ -708,6 +730,9 @@ def convert_all(
         ) as bar:
             for ok, result in it:
                 bar.update(1)
+                if ok:
+                    result = _unique_ids(result, first_row)
+                    ok = not isinstance(result, RowError)
                 if not ok:
                     if strict:
                         raise result
@@ -718,6 +743,7 @@ def convert_all(
                     warned[result.reason] += 1
                     continue
                 for row in result:
+                    first_row[row["extra_info"]["id"]] = writer.rows_written
                     apply_prompt_style(row, prompt_style)
                     row["extra_info"]["index"] = writer.rows_written
                     writer.write(row)
@@ -736,6 +762,19 @@ def convert_all(
     summary.seconds = time.perf_counter() - t0
     summary.bytes = os.path.getsize(out)
     return summary
+
+
+def _unique_ids(rows: list[dict], first_row: dict[str, int]) -> list[dict] | RowError:
+    """``rows`` (one record's), or a ``duplicate_id`` RowError when one repeats the id of a row
+    already written (``first_row``: id -> output index) or of another row of the record."""
+    ids = [r["extra_info"]["id"] for r in rows]
+    for k, rid in enumerate(ids):
+        if rid in first_row:
+            return RowError("duplicate_id", f"row id {rid!r} repeats the id of output row {first_row[rid]}; "
+                                            "ids are unique in one file (the repeat is skipped)")
+        if rid in ids[:k]:
+            return RowError("duplicate_id", f"row id {rid!r} appears twice among the rows of one record")
+    return rows
 
 
 def run_cli(

@@ -34,6 +34,7 @@ from data_prep.common import (
     read_json,
     run_cli,
 )
+from verl_ext.rewards.labels import is_missing
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def build_query(question: str, choices: list[str] | None) -> str:
 
 def math_label(rec: dict) -> tuple[str, list[str] | None]:
     answer = rec.get("answer")
-    if answer is None or str(answer).strip() == "":
+    if is_missing(answer):  # None, NaN (a float column's "none": it would become the label "nan"), blank
         raise RowError("no_answer", f"record {rec['name']}: no answer (MathVista test answers are hidden)")
     answer = str(answer).strip()
     choices = rec.get("choices")

@@ -96,11 +96,23 @@ def records(args):
         raise DataPrepError(f"{split_file}: expected a dict keyed by index (or a list)")
     for key, e in items:
         name = f"{key!s} in {split_file}"
-        if not isinstance(e, dict) or not all(k in e for k in ("task", "image", "box")):
-            yield {"name": name, "error": ("malformed_json", f"entry {name} lacks task/image/box")}
+        problem = entry_problem(e)
+        if problem:
+            yield {"name": name, "error": ("malformed_json", f"entry {name}: {problem}")}
             continue
         yield {"name": name, "id": str(key), "task_path": find(args.root, e["task"]),
                "image_path": find(args.root, e["image"]), "box_path": find(args.root, e["box"])}
+
+
+def entry_problem(entry) -> str:
+    """What is wrong with a split-file entry ("" when nothing): it must be a dict whose ``task``,
+    ``image`` and ``box`` are non-empty path strings."""
+    if not isinstance(entry, dict):
+        return f"not a dict ({repr(entry)[:120]})"
+    bad = [k for k in ("task", "image", "box") if not isinstance(entry.get(k), str) or not entry[k].strip()]
+    if bad:
+        return ", ".join(f"{k} is {entry.get(k)!r}" for k in bad) + " (expected a path relative to the root)"
+    return ""
 
 
 def convert(rec: dict, opts: Opts) -> list[dict]:

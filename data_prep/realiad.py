@@ -80,15 +80,18 @@ def records(args):
         files = [os.path.join(json_dir, f"{args.category}.json")]
     for jf in files:
         meta_all = read_json(jf)
-        if not isinstance(meta_all, dict) or args.split not in meta_all or "meta" not in meta_all:
-            raise DataPrepError(f"{jf}: expected keys 'meta' and {args.split!r}")
+        problem = file_problem(meta_all, args.split)
+        if problem:  # this category file as a whole: skipped with the reason (--strict aborts)
+            yield {"name": jf, "error": ("malformed_json", f"{jf}: {problem}")}
+            continue
         meta = meta_all["meta"]
-        prefix = str(meta.get("prefix", ""))
+        prefix = str(meta.get("prefix") or "")
         normal = meta.get("normal_class", "OK")
         for i, s in enumerate(meta_all[args.split]):
             name = f"{args.split}[{i}] of {jf}"
-            if not isinstance(s, dict) or "image_path" not in s:
-                yield {"name": name, "error": ("malformed_json", f"{name}: sample without image_path")}
+            problem = sample_problem(s)
+            if problem:
+                yield {"name": name, "error": ("malformed_json", f"{name}: {problem}")}
                 continue
             cat = str(s.get("category") or os.path.splitext(os.path.basename(jf))[0])
             normal_sample = s.get("mask_path") in (None, "") or s.get("anomaly_class") == normal
@@ -99,6 +102,35 @@ def records(args):
                 "image_path": resolve(image_root, prefix, cat, s["image_path"]),
                 "mask_path": None if normal_sample else resolve(image_root, prefix, cat, s["mask_path"]),
             }
+
+
+def file_problem(meta_all, split: str) -> str:
+    """What is wrong with a ``<category>.json`` as a whole ("" when nothing): a dict with a dict
+    ``meta`` and a list ``split``."""
+    if not isinstance(meta_all, dict):
+        return f"expected a dict with keys 'meta' and {split!r}, got {type(meta_all).__name__}"
+    missing = [k for k in ("meta", split) if k not in meta_all]
+    if missing:
+        return f"expected keys 'meta' and {split!r}; missing {', '.join(map(repr, missing))}"
+    if not isinstance(meta_all["meta"], dict):
+        return f"'meta' is {repr(meta_all['meta'])[:80]}, expected a dict (prefix, normal_class)"
+    if not isinstance(meta_all[split], list):
+        return f"{split!r} is a {type(meta_all[split]).__name__}, expected a list of samples"
+    return ""
+
+
+def sample_problem(sample) -> str:
+    """What is wrong with one sample entry ("" when nothing): a dict with a non-empty string
+    ``image_path`` and a ``mask_path`` that is a string or null."""
+    if not isinstance(sample, dict):
+        return f"not a dict ({repr(sample)[:120]})"
+    path = sample.get("image_path")
+    if not isinstance(path, str) or not path.strip():
+        return f"image_path is {path!r}, expected a path"
+    mask = sample.get("mask_path")
+    if mask is not None and not isinstance(mask, str):
+        return f"mask_path is {mask!r}, expected a path or null"
+    return ""
 
 
 def convert(rec: dict, opts: Opts) -> list[dict]:

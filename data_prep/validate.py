@@ -28,6 +28,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -139,6 +140,14 @@ def check_row(row: dict) -> list[str]:
     return problems
 
 
+def row_count(path: str) -> int:
+    """Rows of the parquet file ``path`` from its footer; 0 when it is missing or unreadable."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return 0
+
+
 def iter_rows(path: str, batch_size: int = 64) -> Iterator[dict]:
     pf = pq.ParquetFile(path)
     for batch in pf.iter_batches(batch_size=batch_size):
@@ -216,7 +225,10 @@ def validate(path: str, processor_dir: str | None = None, use_verl: bool = True)
     """All problems of one file (empty list = valid)."""
     if not os.path.isfile(path):
         return [f"missing file: {path}"]
-    n, problems = check_rows(iter_rows(path))
+    try:
+        n, problems = check_rows(iter_rows(path))
+    except (pa.ArrowException, OSError) as e:  # truncated / not parquet: one FAIL line, not a traceback
+        return [f"not a readable parquet file: {type(e).__name__}: {e}"]
     if n == 0:
         problems.append("the file has no rows")
     if use_verl and n:
@@ -242,7 +254,7 @@ def main(argv=None) -> int:
     bad = 0
     for f in args.files:
         problems = validate(f, args.processor, use_verl=not args.no_verl)
-        n = pq.ParquetFile(f).metadata.num_rows if os.path.isfile(f) else 0
+        n = row_count(f)
         if problems:
             bad += 1
             print(f"FAIL {f}: {len(problems)} problem(s) in {n} rows")

@@ -3,7 +3,8 @@ image, img_height, img_width``) -> verl parquet (data_source ``visurf_mix``).
 
 ``solution`` is already in the 840 frame: the JSON list ``[{"bbox_2d", "point_2d"}, ...]``
 (``"[]"``, empty, ``null`` or ``none`` = non-object) or the older Seg-Zero form
-``<box>(x1,y1),(x2,y2)</box><points>(x,y),...</points>`` (first point kept). Labels are
+``<box>(x1,y1),(x2,y2)</box><points>(x,y),...</points>`` (first point kept; several objects: one
+``<box>`` + ``<points>`` pair each). Labels are
 validated (4 + 2 integers inside the frame, x1 <= x2, y1 <= y2, point inside its box), never
 rescaled. Images already 840x840 are copied byte for byte; others are resized to 840x840.
 """
@@ -60,12 +61,9 @@ def parse_solution(text: str | None, record: str) -> list[dict]:
     s = "" if text is None else str(text).strip()
     if s.lower() in NON_OBJECT:
         return []
-    m = OLD_BOX.search(s)
-    if m:
-        box = [int(v) for v in m.groups()]
-        p = OLD_POINT.search(s)
-        point = [int(p.group(1)), int(p.group(2))] if p else [(box[0] + box[2]) // 2, (box[1] + box[3]) // 2]
-        items = [{BBOX_KEY: box, POINT_KEY: point}]
+    boxes = OLD_BOX.findall(s)
+    if boxes:
+        items = seg_zero_objects(boxes, OLD_POINT.findall(s), record)
     else:
         try:
             items = json.loads(s)
@@ -93,6 +91,21 @@ def parse_solution(text: str | None, record: str) -> list[dict]:
         clamp = lambda v: min(v, FRAME - 1)
         objects.append({BBOX_KEY: [clamp(x1), clamp(y1), clamp(x2), clamp(y2)], POINT_KEY: [clamp(px), clamp(py)]})
     return objects
+
+
+def seg_zero_objects(boxes: list[tuple], points: list[tuple], record: str) -> list[dict]:
+    """Objects of the Seg-Zero form: the k-th ``<box>`` with the first point of the k-th
+    ``<points>`` (every box its centre when there is no ``<points>``). RowError when boxes and
+    ``<points>`` groups do not pair up (one of several objects must not be kept silently)."""
+    if points and len(points) != len(boxes):
+        raise RowError("malformed_label", f"record {record}: {len(boxes)} <box> but {len(points)} <points> in the "
+                       "solution; each box needs its points")
+    out = []
+    for k, b in enumerate(boxes):
+        box = [int(v) for v in b]
+        point = [int(v) for v in points[k]] if points else [(box[0] + box[2]) // 2, (box[1] + box[3]) // 2]
+        out.append({BBOX_KEY: box, POINT_KEY: point})
+    return out
 
 
 def records(args):

@@ -63,8 +63,12 @@ def test_read_json_errors_and_cp1252(tmp_path):
     p.write_bytes('{"text": ["caf\u00e9"]}'.encode("cp1252"))
     assert common.read_json(str(p)) == {"text": ["café"]}
     p.write_text('{"a": [1,}')
-    with pytest.raises(DataPrepError, match=r"malformed JSON in .*a\.json: .* line 1 column 10"):
+    with pytest.raises(DataPrepError, match=r"malformed JSON in .*a\.json: .* \(line 1, column 10\)$"):
         common.read_json(str(p))
+    p.write_text('{"a": "x\n}')  # json's message ends in "at": "Invalid control character at"
+    with pytest.raises(DataPrepError) as e:
+        common.read_json(str(p))
+    assert str(e.value).endswith(": Invalid control character at (line 1, column 9)") and " at at " not in str(e.value)
     with pytest.raises(RowError, match=r"a\.json \(record rec9\)") as e:
         common.read_json(str(p), fatal=False, record="rec9")
     assert e.value.reason == "malformed_json"

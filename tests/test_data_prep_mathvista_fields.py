@@ -199,3 +199,14 @@ def test_evaluate_cli_generate_mode_carries_the_fields(prepared, tiny_model_dir,
     assert E.main(["--predictions", str(tmp_path / "preds.jsonl"), "--out", str(tmp_path / "s"),
                    "--math-protocol", "mathvista"]) == 0
     assert json.loads((tmp_path / "s" / E.METRICS).read_text())["mathvista"]["Acc"] == pytest.approx(3 / 4)
+
+
+@pytest.mark.parametrize("answer", [None, float("nan"), "", "  "])
+def test_a_missing_answer_is_a_skipped_record_not_the_label_nan(answer):
+    from data_prep.common import RowError
+    from data_prep.mathvista import math_label
+
+    with pytest.raises(RowError, match="no answer") as e:
+        math_label({"name": "pid 7", "answer": answer, "question_type": "free_form"})
+    assert e.value.reason == "no_answer"
+    assert math_label({"name": "pid 8", "answer": 3.5, "question_type": "free_form"}) == ("3.5", None)

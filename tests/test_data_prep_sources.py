@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import data_prep_fixtures as F
 
 from data_prep import (
+    common,
     geo3k,
     grefcoco,
     isic2018,
@@ -219,3 +220,152 @@ def test_help_has_example(mod, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "example:" in text and f"python -m data_prep.{mod.__name__.split('.')[-1]}" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Index records: one bad entry is skipped with its reason (--strict aborts), never a traceback
+# --------------------------------------------------------------------------------------------
+def _skipped(summary: str) -> dict[str, int]:
+    import re
+
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"skipped: (\w+)\s+(\d+)\s", summary)}
+
+
+def test_coco_index_entries_are_skipped_one_by_one(tmp_path, capsys):
+    root = F.make_grefcoco(tmp_path / "ds")
+    d = root / "grefcoco"
+    refs = json.loads((d / "grefs(unc).json").read_text())
+    val = {"split": "val", "image_id": 1, "ann_id": [101]}
+    refs += [
+        {**val, "sentences": [{"raw": "no id"}]},  # no ref_id
+        "just a string",  # not a ref dict
+        {**val, "ref_id": "15", "sentences": ["The Left Thing."]},  # str ref_id among ints, a sentence as a string
+        {**val, "ref_id": 10, "sentences": [{"raw": "again"}]},  # repeats ref_id 10
+        {**val, "ref_id": 16, "image_id": 4, "sentences": [{"raw": "x"}]},  # its image entry has no file_name
+        {**val, "ref_id": 17, "ann_id": [102], "sentences": [{"raw": "inverted"}]},  # bbox [50, 50, -10, -10]
+        {**val, "ref_id": 18, "sentences": [5]},  # a sentence that is neither a dict nor a string
+        {**val, "ref_id": 19, "image_id": [1], "sentences": [{"raw": "x"}]},  # an unhashable image_id
+    ]
+    (d / "grefs(unc).json").write_text(json.dumps(refs))
+    inst = json.loads((d / "instances.json").read_text())
+    inst["images"] += [{"id": 4, "width": 10, "height": 10}, {"file_name": "x.jpg"}]
+    inst["annotations"] += [{"id": 102, "image_id": 1, "iscrowd": 0, "bbox": [50, 50, -10, -10]}, {"image_id": 1}]
+    (d / "instances.json").write_text(json.dumps(inst))
+    out = tmp_path / "g.parquet"
+    args = ["--root", str(root), "--split", "val", "--out", str(out), "--quiet"]
+    assert grefcoco.main(args) == 0
+    summary = capsys.readouterr().out
+    assert [r["extra_info"]["id"] for r in rows(out)] == ["10_1", "11_2", "11_3", "12_5", "13_6", "14_7", "15_0"]
+    assert rows(out)[-1]["extra_info"]["question"] == "the left thing"
+    assert _skipped(summary) == {"malformed_index": 6, "duplicate_id": 1, "missing_annotation": 2,
+                                 "malformed_annotation": 1}
+    assert grefcoco.main(args + ["--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "error (malformed_index): image entry 3 of" in err and "instances.json: no file_name" in err
+    # the messages name the record and what is wrong
+    from data_prep import _coco
+
+    images, anns, _ = _coco.load_instances(str(d / "instances.json"))
+    recs = [r for r in _coco.ref_records(refs, images, anns, "imgs", "val", "all", "grefs.json") if "error" in r]
+    messages = [r["error"][1] for r in recs]
+    assert "entry 7 of grefs.json: not a ref dict ('just a string')" in messages
+    assert any(m.startswith("entry 6 of grefs.json: ref without a ref_id") for m in messages)
+    assert "ref_id 10 appears more than once in grefs.json (split val); the repeat (entry 9) is skipped" in messages
+    assert "ref_id 18 in grefs.json: sentence 0 is 5, expected a dict with raw/sent" in messages
+    assert "ref_id 19 in grefs.json: image_id [1] not in instances.json" in messages
+    # an inverted COCO bbox without segmentation is not written
+    with pytest.raises(common.RowError, match=r"bbox \[50, 50, -10, -10\] has width -10 / height -10"):
+        _coco.ann_object({"id": 102, "bbox": [50, 50, -10, -10]}, 100, 50, "ref_id 17")
+    # a refs file that is a list of strings: no ref at all, one line naming the file
+    (d / "grefs(unc).json").write_text(json.dumps(["a", "b"]))
+    assert grefcoco.main(args) == 1
+    assert "no refs with split 'val' (splits present: ); 2 of 2 entries are not ref dicts" in capsys.readouterr().err
+
+
+def test_coco_duplicate_image_ids_skip_the_refs_that_use_them(tmp_path, capsys):
+    root = F.make_grefcoco(tmp_path / "ds")
+    d = root / "grefcoco"
+    inst = json.loads((d / "instances.json").read_text())
+    inst["images"].append(dict(inst["images"][0]))  # image id 1 twice
+    (d / "instances.json").write_text(json.dumps(inst))
+    out = tmp_path / "g.parquet"
+    assert grefcoco.main(["--root", str(root), "--split", "val", "--out", str(out), "--quiet"]) == 0
+    summary = capsys.readouterr().out
+    assert [r["extra_info"]["id"] for r in rows(out)] == ["11_2", "11_3", "13_6", "14_7"]  # 10 and 12 use image 1
+    assert _skipped(summary) == {"duplicate_id": 3}  # the image entry and the two refs
+    assert "image id 1 appears 2 times in" in summary
+
+
+def test_omniact_bad_split_entries_are_skipped(tmp_path, capsys):
+    root = F.make_omniact(tmp_path / "om")
+    split = json.loads((root / "test.json").read_text())
+    split["3"] = {**split["0"], "task": None}
+    split["4"] = "data/tasks/desktop/app/task_1.1.txt"
+    split["5"] = {**split["0"], "image": 5}
+    (root / "test.json").write_text(json.dumps(split))
+    out = tmp_path / "o.parquet"
+    args = ["--root", str(root), "--split", "test", "--out", str(out), "--quiet"]
+    assert omniact.main(args) == 0
+    summary = capsys.readouterr().out
+    assert sorted(labels(out)) == ["0", "1"] and _skipped(summary) == {"malformed_json": 3, "no_click": 1}
+    assert "entry 3 in" in summary and "task is None (expected a path relative to the root)" in summary
+    assert omniact.main(args + ["--strict"]) == 1
+    assert "error (no_click)" in capsys.readouterr().err  # entry 2 comes first
+
+
+def test_realiad_bad_samples_and_a_bad_category_file_are_skipped(tmp_path, capsys):
+    root = F.make_realiad(tmp_path / "iad")
+    F.make_realiad(root, category="pcb")
+    jd = root / "realiad_jsons"
+    meta = json.loads((jd / "audiojack.json").read_text())
+    meta["test"] += [{"image_path": 5}, {"image_path": meta["test"][1]["image_path"], "mask_path": 7}, "x",
+                     dict(meta["test"][0])]  # the last repeats the first sample's image: the same row id
+    (jd / "audiojack.json").write_text(json.dumps(meta))
+    pcb = json.loads((jd / "pcb.json").read_text())
+    (jd / "pcb.json").write_text(json.dumps({**pcb, "meta": "x"}))
+    out = tmp_path / "ri.parquet"
+    args = ["--root", str(root), "--category", "all", "--split", "test", "--out", str(out), "--quiet"]
+    assert realiad.main(args) == 0
+    summary = capsys.readouterr().out
+    assert len(rows(out)) == 3 and _skipped(summary) == {"malformed_json": 4, "duplicate_id": 1}
+    assert "image_path is 5, expected a path" in summary
+    assert realiad.main(args + ["--strict"]) == 1
+    assert "image_path is 5, expected a path" in capsys.readouterr().err
+    messages = [r["error"][1] for r in realiad.records(realiad.parser().parse_args(args)) if "error" in r]
+    assert messages[-1] == f"{jd / 'pcb.json'}: 'meta' is 'x', expected a dict (prefix, normal_class)"
+    assert any("mask_path is 7, expected a path or null" in m for m in messages)
+    assert "repeats the id of output row 0; ids are unique in one file" in summary  # (any data_prep CLI)
+
+
+def test_visurf_mix_keeps_every_seg_zero_object_and_rejects_a_bad_size():
+    two = "<box>(10,20),(110,220)</box><points>(50,60),(70,80)</points><box>(300,300),(400,420)</box><points>(350,360)</points>"
+    assert visurf_mix.parse_solution(two, "r") == [obj([10, 20, 110, 220], [50, 60]), obj([300, 300, 400, 420], [350, 360])]
+    no_points = "<box>(10,20),(110,220)</box><box>(300,300),(400,420)</box>"
+    assert visurf_mix.parse_solution(no_points, "r") == [obj([10, 20, 110, 220], [60, 120]),
+                                                         obj([300, 300, 400, 420], [350, 360])]
+    with pytest.raises(common.RowError, match="2 <box> but 1 <points>"):
+        visurf_mix.parse_solution("<box>(1,2),(3,4)</box><box>(5,6),(7,8)</box><points>(2,3)</points>", "r")
+    for w, h in ((-7, 480), (640, 0), (640.5, 480), (float("nan"), 480), (True, 480), ("640", 480)):
+        with pytest.raises(common.RowError, match=r"row x: image (width|height) .* is not a whole number > 0"):
+            common.build_row(data_source="visurf_mix", question="q", image_bytes=b"", ground_truth="[]", row_id="x",
+                             split="train", width=w, height=h)
+    row = common.build_row(data_source="visurf_mix", question="q", image_bytes=b"", ground_truth="[]", row_id="x",
+                           split="train", width=640.0, height=480)
+    assert (row["extra_info"]["width"], row["extra_info"]["height"]) == (640, 480)
+
+
+def test_a_repeated_row_id_is_skipped_in_every_cli(tmp_path, capsys):
+    out = tmp_path / "s.parquet"
+
+    def convert(i, _):
+        return [common.build_row(data_source="synthetic_grounding", question="q", image_bytes=b"x", ground_truth="[]",
+                                 row_id=str(i % 3), split="train", width=8, height=8)]
+
+    s = common.convert_all(data_source="synthetic_grounding", records=range(5), convert=convert, opts=None,
+                           out=str(out), progress=False)
+    assert [r["extra_info"]["id"] for r in rows(out)] == ["0", "1", "2"] and dict(s.skipped) == {"duplicate_id": 2}
+    assert s.first_error["duplicate_id"] == ("row id '0' repeats the id of output row 0; ids are unique in one file "
+                                             "(the repeat is skipped)")
+    with pytest.raises(common.RowError, match="row id '0' repeats"):
+        common.convert_all(data_source="synthetic_grounding", records=range(5), convert=convert, opts=None,
+                           out=str(out), progress=False, strict=True)

@@ -125,3 +125,17 @@ def test_verl_rlhfdataset_loads_outputs(tmp_path, tiny_dir, capsys):
     assert any("RLHFDataset kept 5 of 6 rows" in p for p in problems)
     assert validate.main([str(tmp_path / "bad.parquet"), "--no-verl"]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_validate_reports_a_truncated_or_foreign_file_as_a_fail_line(tmp_path, capsys):
+    good = tmp_path / "g.parquet"
+    synthetic.generate("grounding", 4, 0, str(good), image_size=32)
+    data = good.read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.parquet").write_text("id,label\n1,2\n")
+    assert validate.main([str(tmp_path / "cut.parquet"), str(tmp_path / "text.parquet"), str(good), "--no-verl"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"FAIL {tmp_path / 'cut.parquet'}: 1 problem(s) in 0 rows"
+    assert out[1].startswith("  not a readable parquet file: ArrowInvalid:")
+    assert out[2] == f"FAIL {tmp_path / 'text.parquet'}: 1 problem(s) in 0 rows"
+    assert out[4] == f"OK   {good}: 4 rows"

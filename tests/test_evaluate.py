@@ -187,6 +187,64 @@ def test_score_only_one_class_auc_and_bad_input(tmp_path):
         E.main(["--predictions", str(path), "--out", str(out)])
 
 
+def _preds_file(path, lines: list[bytes]) -> str:
+    path.write_bytes(b"".join(lines))
+    return str(path)
+
+
+def _good(i: int) -> bytes:
+    return (json.dumps(_line(f"m{i}", "geo3k", "3", _resp("3"))) + "\n").encode()
+
+
+def test_score_only_input_must_be_whole_and_errors_name_the_line(tmp_path, capsys):
+    """--predictions is the user's file, not an interrupted run of ours: a bad last line is an error
+    naming file:line (never a warning and a smaller n); so are bytes that are not UTF-8."""
+    out = str(tmp_path / "out")
+    cases = {
+        "truncated_last": ([_good(0), _good(1), _good(2), _good(3)[:25]], r"p.jsonl:4: not a JSON line"),
+        "bad_middle": ([_good(0), b"{oops\n", _good(2)], r"p.jsonl:2: not a JSON line"),
+        "latin1": ([_good(0), b'{"id": "caf\xe9"}\n'], r"p.jsonl:2: not UTF-8 \(byte 0xe9 at column 12\)"),
+        "not_an_object": ([_good(0), b"[1, 2]\n"], r"p.jsonl:2: prediction lines need"),
+    }
+    for name, (lines, message) in cases.items():
+        path = _preds_file(tmp_path / "p.jsonl", lines)
+        with pytest.raises(ValueError, match=message):
+            E.main(["--predictions", path, "--out", out])
+        assert E.cli(["--predictions", path, "--out", out]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and "p.jsonl:" in err[-1], name
+    # a UTF-8 BOM (written by some editors) and a missing final newline are fine: n counts every line
+    path = _preds_file(tmp_path / "p.jsonl", [b"\xef\xbb\xbf" + _good(0), _good(1), _good(2).rstrip(b"\n")])
+    assert E.main(["--predictions", path, "--out", out]) == 0
+    assert json.loads((tmp_path / "out" / E.METRICS).read_text())["overall"]["n"] == 3
+    missing = str(tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match="nope.jsonl: no such predictions file"):
+        E.main(["--predictions", missing, "--out", out])
+    assert E.cli(["--predictions", missing, "--out", out]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {missing}: no such predictions file"
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        E.read_predictions(tmp_path)
+
+
+def test_resumable_predictions_drop_only_a_truncated_last_line(tmp_path, caplog):
+    path = tmp_path / E.PREDICTIONS
+    assert E.read_predictions(path, resumable=True) == []  # not started yet
+    _preds_file(path, [_good(0), _good(1), _good(2)[:30]])
+    assert [r["id"] for r in E.read_predictions(path, resumable=True)] == ["m0", "m1"]
+    assert "predictions.jsonl:3: dropping a truncated last line (interrupted run)" in caplog.text
+    _preds_file(path, [_good(0), b"{oops\n", _good(2)])
+    with pytest.raises(ValueError, match="predictions.jsonl:2: not a JSON line"):
+        E.read_predictions(path, resumable=True)
+
+
+def test_a_missing_gt_mask_names_the_sample(tmp_path):
+    path = tmp_path / "p.jsonl"
+    line = _line("s9", "reasonseg", [_obj([0, 0, 10, 10])], _resp([_obj([0, 0, 10, 10])]), gt_mask="masks/none.png")
+    path.write_text(json.dumps(line) + "\n")
+    with pytest.raises(ValueError, match=r"sample 's9' \(reasonseg\): cannot read gt_mask 'masks/none.png'"):
+        E.main(["--predictions", str(path), "--out", str(tmp_path / "out")])
+
+
 def test_segmenter_hook(predictions):
     class HalfSegmenter:  # stands in for SAM2: the left half of the image, whatever the boxes
         name = "fake"

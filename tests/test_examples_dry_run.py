@@ -235,8 +235,11 @@ def test_visurf_script_prints_the_paper_command_and_validates(runs, paths):
             # the recipe's start-up check (verl_ext.visurf.config.check_verl_combination) before verl's own
             "visurf.enable=True generates data.train_batch_size x (G+1) = 3 x 9 = 27 rows per step",
         ),
+        # Hydra adds a key given with "+": the typed block names it, as Hydra does without "+"
+        ("+visurf.smoothng=True", "unknown visurf setting(s): visurf.smoothng (did you mean visurf.smoothing?)"),
+        ("actor_rollout_ref.actor.optim.lr=-1", "actor_rollout_ref.actor.optim.lr must be a number > 0"),
     ],
-    ids=["visurf_value", "unknown_key", "batch_split_rule"],
+    ids=["visurf_value", "unknown_key", "batch_split_rule", "unknown_key_added", "negative_lr"],
 )
 def test_bad_override_exits_nonzero_with_the_reason(paths, capsys, override, reason):
     """The dry-run CLI the scripts ``exec`` (in-process: a fourth script process would double the

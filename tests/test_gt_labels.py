@@ -240,7 +240,7 @@ def test_startup_check_reads_list_of_struct_labels_like_verls_dataset(tmp_path):
     obj_type = pa.list_(pa.struct([("bbox_2d", pa.list_(pa.int64())), ("point_2d", pa.list_(pa.int64()))]))
     path = _parquet(tmp_path / "g.parquet", "refcocog", [[OBJ]] * 3, obj_type)
     samples, skipped = sample_rows([path, "hdfs://x/train.parquet"], "data_source", per_source=2)
-    assert skipped == ["hdfs://x/train.parquet"]
+    assert skipped == ["hdfs://x/train.parquet (remote path, not read at start-up)"]
     assert samples["refcocog"] == [{"ground_truth": [OBJ], "extra_info": {"index": 0}},
                                    {"ground_truth": [OBJ], "extra_info": {"index": 1}}]
     assert check_data_sources(_config(path)) == {"refcocog": "the recipe's grounding scorer"}

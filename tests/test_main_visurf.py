@@ -69,6 +69,19 @@ def test_cpu_switch_applies_cpu_config_but_not_over_user_keys(monkeypatch):
     (["visurf.gt_loss=sft", "actor_rollout_ref.actor.policy_loss.loss_mode=gspo"],
      "gt_loss='sft' replaces the clipped surrogate.*loss_mode='gspo'"),
     (["visurf.smoothing=maybe"], "smoothing"),
+    # values verl takes untyped and would not train with; a typo Hydra accepts with "+"
+    (["visurf.enable=False", "actor_rollout_ref.rollout.n=1"],
+     r"rollout.n=1 with visurf.enable=False: .*every advantage is 0.*set actor_rollout_ref.rollout.n >= 2"),
+    (["actor_rollout_ref.actor.optim.lr=-1"], r"optim.lr must be a number > 0 \(0 trains nothing\), got -1$"),
+    (["actor_rollout_ref.actor.optim.lr=0"], r"optim.lr must be a number > 0"),
+    (["actor_rollout_ref.actor.optim.lr=nan"], r"optim.lr must be a number > 0"),
+    (["actor_rollout_ref.actor.optim.lr=fast"], r"optim.lr must be a number > 0 .*got 'fast'"),
+    (["actor_rollout_ref.rollout.temperature=-1"], r"rollout.temperature must be a number >= 0 .*got -1"),
+    (["actor_rollout_ref.actor.optim.weight_decay=-0.1"], r"optim.weight_decay must be a number >= 0"),
+    (["actor_rollout_ref.actor.optim.clip_grad=0"], r"optim.clip_grad must be a number > 0"),
+    (["+visurf.smoothng=True"], r"unknown visurf setting\(s\): visurf.smoothng \(did you mean visurf.smoothing\?\)"),
+    (["+visurf.colour=1", "+visurf.aling=False"],
+     r"visurf.aling \(did you mean visurf.align\?\); visurf.colour. The visurf: block has enable, inject_when"),
 ])
 def test_bad_settings_fail_before_anything_starts(monkeypatch, overrides, message):
     monkeypatch.delenv("VERL_PLATFORM", raising=False)
@@ -84,6 +97,11 @@ def test_valid_batch_split_and_grpo_settings_pass(monkeypatch):
     grpo = prepare_config(compose_rl(["visurf.enable=False", "algorithm.adv_estimator=grpo",
                                       "algorithm.use_kl_in_reward=True", "data.train_batch_size=4"]))
     assert grpo.algorithm.adv_estimator == "grpo"
+    # the edges of the value rules: ViSurf with G = 1 (the GT is the second member), greedy sampling,
+    # no weight decay
+    edge = prepare_config(compose_rl(["actor_rollout_ref.rollout.n=1", "actor_rollout_ref.rollout.temperature=0",
+                                      "actor_rollout_ref.actor.optim.weight_decay=0", "data.train_batch_size=4"]))
+    assert edge.actor_rollout_ref.rollout.n == 2
 
 
 # --------------------------------------------------------------------------------------------

@@ -139,20 +139,6 @@ def test_ordered_train_written_by_runs_side_by_side(tmp_path):
     assert [r["extra_info"]["id"] for r in _rows(out)] == [pool_ids[i] for i in training_order(6, 12, 1)]
 
 
-def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
-    out = tmp_path / "r.json"
-    R.atomic_write(out, "old")
-
-    def failing(tmp):
-        tmp.write_text("half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        R.write_atomically(out, failing)
-    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
-    assert R.write_atomically(tmp_path / "new" / "x.txt", lambda tmp: tmp.write_text("x")).read_text() == "x"
-
-
 def test_runs_start_longest_first():
     assert by_cost(["sft", "grpo", "sft_grpo", "visurf", "visurf_luffy"]) == \
         ["visurf", "visurf_luffy", "grpo", "sft_grpo", "sft"]

@@ -1,6 +1,7 @@
 """Any string in -> finite float out, never an exception, bounded time (docs/METHOD.md §4)."""
 
 import json
+import logging
 import math
 import time
 
@@ -125,3 +126,142 @@ def test_math_pool_kills_a_stuck_worker():
         assert pool.equal("1/2", "0.5") is True  # a fresh worker replaced it
     finally:
         pool.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Linear answer scans: a policy repeating a token cannot stall the reward
+# --------------------------------------------------------------------------------------------
+def _boxed_reference(text):
+    """The definition, by the rescanning algorithm: from the last ``\\boxed{`` backwards, the first one
+    whose braces balance; its content."""
+    pos = text.rfind("\\boxed{")
+    while pos >= 0:
+        depth, start = 1, pos + len("\\boxed{")
+        for i in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                return text[start:i]
+        pos = text.rfind("\\boxed{", 0, pos)
+    return None
+
+
+BRACES = st.lists(st.sampled_from(["\\boxed{", "{", "}", "x", "1", " ", "\\frac", "\\boxed"]), max_size=40).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(BRACES)
+def test_extract_boxed_matches_its_definition(text):
+    from verl_ext.rewards.parsing import extract_boxed
+
+    assert extract_boxed(text) == _boxed_reference(text)
+
+
+def test_extract_boxed_hand_cases():
+    from verl_ext.rewards.parsing import extract_boxed
+
+    assert extract_boxed("\\boxed{a}\\boxed{b") == "a"  # the unclosed last one falls back
+    assert extract_boxed("\\boxed{a \\boxed{b}}") == "b"  # the last one that closes, nested
+    assert extract_boxed("\\boxed{a}}{\\boxed{b}") == "b"  # a stray "}" does not matter
+    assert extract_boxed("}}\\boxed{{x}}") == "{x}"
+    assert extract_boxed("\\boxed{" * 5) is None
+
+
+ADVERSARIAL = {  # token repeats a policy can emit up to the response length (MAX_RESPONSE_CHARS)
+    "boxed": "\\boxed{",
+    "boxed_brace": "\\boxed{{",
+    "answer_boxed": "<answer>\\boxed{",
+    "brace": "{",
+    "think_answer": "</think> <answer>",
+    "answer_close": "</answer>\\boxed{",
+}
+
+
+def _time(fn, *args):
+    best = math.inf
+    for _ in range(3):  # the best of three: a shared CPU only ever adds time
+        t = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@pytest.mark.parametrize("data_source", ["geo3k", "mathvista", "refcocog", "omniact", "realiad"])
+@pytest.mark.parametrize("token", list(ADVERSARIAL))
+def test_every_reward_scales_linearly_on_repeated_tokens(data_source, token):
+    from verl_ext.constants import MAX_RESPONSE_CHARS
+
+    label = LABELS.get(data_source, "3")
+    tok = ADVERSARIAL[token]
+    full = tok * (MAX_RESPONSE_CHARS // len(tok))
+    quarter = full[: len(full) // 4]
+    t_full = _time(compute_score, data_source, full, label, {})
+    t_quarter = _time(compute_score, data_source, quarter, label, {})
+    # linear: x4 for 4x the length; quadratic (the old scan): x16. Generous for a noisy shared CPU,
+    # with a floor so that timer noise on ~1 ms calls cannot fail it
+    assert t_full < max(8 * t_quarter, 0.05), f"{token}: {t_quarter:.4f}s -> {t_full:.4f}s for 4x the length"
+    assert t_full < 1.0, f"{token}: {t_full:.2f}s for {len(full)} characters"
+
+
+@pytest.mark.parametrize("protocol", ["mathverify", "mathvista", "visionreasoner"])
+def test_evaluation_math_reader_scales_linearly(protocol):
+    from verl_ext.constants import MAX_RESPONSE_CHARS
+    from verl_ext.eval_protocols.math import extract_answer
+
+    full = "\\boxed{" * (MAX_RESPONSE_CHARS // 7)
+    t_full = _time(extract_answer, full, protocol)
+    t_quarter = _time(extract_answer, full[: len(full) // 4], protocol)
+    assert t_full < max(8 * t_quarter, 0.05) and t_full < 1.0, f"{t_quarter:.4f}s -> {t_full:.4f}s"
+
+
+# --------------------------------------------------------------------------------------------
+# The math-verify pool: latency bounded whatever the queue
+# --------------------------------------------------------------------------------------------
+HARD = r"(10^{7})!"  # math-verify parses it until its timeout
+
+
+def test_math_pool_latency_is_bounded_whatever_the_queue():
+    import threading
+
+    pool = M.MathVerifyPool(num_workers=1, timeout_s=1)
+    pool.backstop_s = 2.0  # every request, the wait for the worker included
+    try:
+        assert pool.equal("1/2", "0.5") is True  # worker started (start-up is not what is measured)
+        lat, res = [None] * 4, [None] * 4
+
+        def one(k):
+            t = time.perf_counter()
+            res[k] = pool.equal("2", HARD)
+            lat[k] = time.perf_counter() - t
+
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # serialised behind one worker the last request waited for the three before it (>= 3 x 1 s)
+        assert max(lat) < pool.backstop_s + 1.0, [round(x, 2) for x in lat]
+        assert all(r in (False, None) for r in res)  # never scored as equal
+        assert pool.n_shed + pool.n_backstop_timeouts >= 1  # someone was shed or cut off, not queued
+        pool.backstop_s = 30.0
+        assert pool.equal("1/2", "0.5") is True  # the pool still works afterwards
+    finally:
+        pool.close()
+
+
+def test_math_pool_size(monkeypatch):
+    monkeypatch.setenv(M.WORKERS_ENV, "3")
+    assert M.MathVerifyPool().num_workers == 3
+    monkeypatch.delenv(M.WORKERS_ENV)
+    assert 2 <= M.MathVerifyPool().num_workers <= 4
+    monkeypatch.setenv(M.WORKERS_ENV, "zero")
+    with pytest.raises(ValueError, match=M.WORKERS_ENV):
+        M.MathVerifyPool()
+
+
+def test_math_verify_timeout_log_is_short(caplog):
+    """math-verify logs the input it timed out on; a 20k-character response gives a short line."""
+    from verl_ext.rewards._math_worker import LOG_MESSAGE_CHARS
+
+    logging.getLogger("math_verify.parser").warning("Timeout during parsing: %s", "x" * 20_000)
+    (record,) = [r for r in caplog.records if r.name == "math_verify.parser"]
+    assert record.getMessage() == "Timeout during parsing: " + "x" * (LOG_MESSAGE_CHARS - 24) + "... [19824 more characters]"

@@ -138,3 +138,28 @@ def test_math_pool_matches_in_process():
         pool.close()
     assert pooled == M.compute_score_batch(sols, golds)
     assert [r["accuracy"] for r in pooled] == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("label", [None, float("nan"), "", "  "])
+def test_a_missing_math_label_is_an_error_not_a_match(label):
+    """None / NaN would read as "null" / "nan" and match those answers (full reward 2.0)."""
+    for response in ("<think>x</think><answer>null</answer>", "<think>x</think><answer>nan</answer>", ""):
+        with pytest.raises(ValueError, match="no label"):
+            M.compute_score(response, label)
+        with pytest.raises(ValueError, match="no label"):
+            M.compute_score_batch([response], [label])
+
+
+def test_is_gt_from_extra_info_is_read_as_a_flag_not_with_bool():
+    from verl_ext.rewards import as_flag
+
+    response = '<answer>[{"point_2d": [200, 230]}]</answer>'  # no think block: the GT's thinking reward differs
+    plain = compute_score("omniact", response, ELEMENT, {})
+    gt = compute_score("omniact", response, ELEMENT, {"is_gt": True, "gt_thinking_reward": "full"})
+    assert plain["thinking_format"] == 0.0 and gt["thinking_format"] == 1.0
+    for value, same_as in (("false", plain), ("False", plain), ("0", plain), (0, plain), (False, plain),
+                           (None, plain), ("true", gt), ("TRUE", gt), ("1", gt), (1, gt)):
+        assert compute_score("omniact", response, ELEMENT, {"is_gt": value, "gt_thinking_reward": "full"}) == same_as
+    for bad in ("no", "yes", 2, 0.5, [True]):
+        with pytest.raises(ValueError, match="is_gt must be true or false"):
+            as_flag(bad, "is_gt")

@@ -70,14 +70,19 @@ def test_a_bad_label_after_the_sampled_rows_stops_the_start_up_naming_file_row_a
                   "[{broken", {}, is_gt=False, gt_thinking_reward="zero")
 
 
-def test_a_missing_label_stops_the_run_only_where_the_reward_rejects_one(tmp_path):
-    """grounding: the scorer raises on a missing label (an error); math: it scores it 0 (the row just
-    gets no GT member, counted as no_label)."""
+def test_a_missing_label_stops_the_run_for_every_recipe_scorer(tmp_path):
+    """The recipe's scorers raise on a missing label (grounding and math alike: a math label None
+    would read as "null" and match an answer "null"), so the start-up check names the row."""
     grounding = _parquet(tmp_path / "g.parquet", "refcocog", [GOOD] * 9 + [None])
     with pytest.raises(ValueError, match=r"row 9 \(data_source='refcocog'\): no label .*which the reward rejects"):
         check_data_sources(_config(grounding))
     math = _parquet(tmp_path / "m.parquet", "synthetic_math", ["3"] * 9 + [None])
-    assert check_data_sources(_config(math)) == {"synthetic_math": "the recipe's math scorer"}
+    with pytest.raises(ValueError, match=r"row 9 \(data_source='synthetic_math'\): no label .*which the reward "
+                                         r"rejects: .*no label \(None\): every row needs its answer"):
+        check_data_sources(_config(math))
+    config = _config(math, drop_bad_rows=True)
+    assert check_data_sources(config) == {"synthetic_math": "the recipe's math scorer"}
+    assert pq.read_table(config.data.train_files[0]).num_rows == 9
 
 
 def test_drop_bad_rows_writes_a_copy_without_them_and_logs_the_count(tmp_path, caplog):
@@ -92,6 +97,34 @@ def test_drop_bad_rows_writes_a_copy_without_them_and_logs_the_count(tmp_path, c
     kept = pq.read_table(clean)
     assert kept.num_rows == 10 and kept.schema == pq.read_schema(path)
     assert [r["index"] for r in kept.column("extra_info").to_pylist()] == [0, 1, 2, 3, 4, 5, 6, 7, 9, 11]
+
+
+def test_data_files_the_check_cannot_read_are_errors_or_named_never_silent(tmp_path, caplog):
+    """A file without data_source, one verl would refuse by its name and an unreadable one stop the
+    run naming the file; a JSON file or one not found here is skipped with a warning saying why."""
+    import shutil
+
+    good = _parquet(tmp_path / "good.parquet", "refcocog", [GOOD] * 2)
+    pq.write_table(pq.read_table(good).drop(["data_source"]), tmp_path / "nods.parquet")
+    shutil.copy(good, tmp_path / "train.data")
+    (tmp_path / "torn.parquet").write_bytes(open(good, "rb").read()[:50])
+    cases = {
+        "nods.parquet": r"nods.parquet: no 'data_source' column \(has prompt, reward_model, extra_info\)",
+        "train.data": r"train.data: verl reads data files by their name, .parquet, .json or .jsonl only",
+        "torn.parquet": r"torn.parquet: not a readable parquet file",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            check_data_sources(_config([good, str(tmp_path / name)]))
+    (tmp_path / "rows.jsonl").write_text("{}\n")
+    with caplog.at_level("WARNING", logger="visurf"):
+        check_data_sources(_config([good, str(tmp_path / "rows.jsonl"), str(tmp_path / "absent.parquet")]))
+    assert (f"{tmp_path / 'rows.jsonl'} (JSON: its labels are not checked at start-up); "
+            f"{tmp_path / 'absent.parquet'} (not found here)") in caplog.text
+    # with a reward model scoring every row, a file without the column is not the recipe's problem
+    config = _config([str(tmp_path / "nods.parquet")])
+    config.reward = {"reward_model": {"enable": True}, "custom_reward_function": {"path": None}}
+    assert check_data_sources(config) == {}
 
 
 def test_the_scan_streams_batches_of_two_columns(tmp_path):

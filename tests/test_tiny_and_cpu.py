@@ -47,6 +47,21 @@ def test_tiny_size_options(tmp_path):
         build_tiny(tmp_path / "bad", TinySpec(hidden=36, heads=4, kv_heads=2))
 
 
+def test_tiny_marker_is_written_last_and_a_torn_one_means_rebuild(tmp_path, monkeypatch):
+    import verl_ext.tiny as T
+
+    out = T.build_tiny(tmp_path / "m")
+    marker = out / "tiny_spec.json"
+    digest = _digest(out)
+    marker.write_text('{"hidden": 6')  # torn (an old in-place write cut short): not a finished build
+    assert T.build_tiny(out) == out and _digest(out) == digest and T._marked_spec(marker) is not None
+    # a rebuild that fails half-way leaves no marker: the folder is not taken for a finished build
+    monkeypatch.setattr(T, "build_model", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        T.build_tiny(out, force=True)
+    assert not marker.exists() and sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
 def test_cpu_platform_registers_and_provides_the_device_calls_verl_makes():
     from verl.plugin.platform.platform_manager import PlatformRegistry
 

@@ -22,6 +22,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from verl_ext.atomic_io import write_text_atomically
 from verl_ext.constants import FRAME, TASK_PROMPT
 
 # Qwen2.5-VL's added special tokens, in the official order (ids follow the BPE vocabulary here).
@@ -192,9 +193,10 @@ def build_tiny(out: str | os.PathLike, spec: TinySpec = TinySpec(), force: bool 
 
     out = Path(out)
     marker = out / "tiny_spec.json"
-    if not force and marker.exists() and json.loads(marker.read_text()) == asdict(spec):
+    if not force and _marked_spec(marker) == asdict(spec):
         return out
     out.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)  # until the new build is complete, the folder is not a finished build
     tokenizer = build_tokenizer(spec)
     processor = build_processor(tokenizer)
     model = build_model(spec, tokenizer)
@@ -205,8 +207,16 @@ def build_tiny(out: str | os.PathLike, spec: TinySpec = TinySpec(), force: bool 
         bos_token_id=model.config.bos_token_id, eos_token_id=model.config.eos_token_id,
         pad_token_id=model.config.pad_token_id, do_sample=True, temperature=1.0,
     ).save_pretrained(out)
-    marker.write_text(json.dumps(asdict(spec)))
+    write_text_atomically(marker, json.dumps(asdict(spec)))
     return out
+
+
+def _marked_spec(marker: Path) -> dict | None:
+    """The spec a finished build recorded in ``marker``; None when there is none (or it is unreadable)."""
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

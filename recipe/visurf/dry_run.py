@@ -5,10 +5,11 @@ started: no ray, no torchrun, no GPU, no model weights.
 
 RL (default): composes ``config/visurf_trainer.yaml`` with Hydra's compose API and the given
 overrides, applies :func:`recipe.visurf.main_visurf.prepare_config` (``n := G + 1`` with ViSurf
-on; the ``visurf:`` block and the verl settings a ViSurf run cannot train with, all in
-``verl_ext.visurf.config``), then checks what ``run_visurf`` would: every value resolvable
-(``???`` / broken interpolations), verl's own ``validate_config`` (batch divisibility, micro
-batches, ...), lr / weight decay / grad clip / temperature numeric, the advantage estimator and
+on; the ``visurf:`` block — an unknown key too, also one added with ``+`` —, lr / weight decay /
+grad clip / temperature, ``rollout.n`` >= 2 for GRPO and the verl settings a ViSurf run cannot train
+with, all in ``verl_ext.visurf.config``; every data file's labels, ``verl_ext.visurf.source_check``),
+then checks what ``run_visurf`` would: every value resolvable (``???`` / broken interpolations),
+verl's own ``validate_config`` (batch divisibility, micro batches, ...), the advantage estimator and
 policy loss registered, the reward manager and reward function importable, the agent-loop
 manager class and config present.
 ``--sft``: composes verl's ``sft_trainer_engine`` config (``verl.trainer.sft_trainer``) and
@@ -41,14 +42,6 @@ EPILOG = """examples:
       actor_rollout_ref.model.path=Qwen/Qwen2.5-VL-7B-Instruct data.train_files=train.parquet
   python -m recipe.visurf.dry_run --sft model.path=Qwen/Qwen2.5-VL-7B-Instruct data.train_files=sft.parquet
 """
-
-
-NUMERIC_KEYS = (
-    "actor_rollout_ref.actor.optim.lr",
-    "actor_rollout_ref.actor.optim.weight_decay",
-    "actor_rollout_ref.actor.optim.clip_grad",
-    "actor_rollout_ref.rollout.temperature",
-)
 
 
 class DryRunError(Exception):
@@ -143,6 +136,8 @@ def _check_data(files, what: str, notes: list[str]) -> None:
             notes.append(f"{what} {f}: remote path, not checked")
         elif not os.path.isfile(path):
             notes.append(f"{what} {f}: not found here (the run reads it at start-up)")
+        elif not f.endswith(".parquet"):
+            notes.append(f"{what} {f}: not a .parquet file, its labels are not checked before the run")
 
 
 def _local_model(path: str) -> str | None:
@@ -203,10 +198,6 @@ def validate_rl(config: DictConfig, user_keys: set[str] | None = None) -> tuple[
         raise DryRunError(f"verl validate_config: {type(e).__name__}: {e}") from None
 
     algo, actor = config.algorithm, config.actor_rollout_ref.actor
-    for key in NUMERIC_KEYS:  # verl's dataclasses take these untyped; a string would only fail on the GPUs
-        value = OmegaConf.select(config, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DryRunError(f"{key} must be a number, got {value!r}")
     try:
         get_adv_estimator_fn(algo.adv_estimator)
     except ValueError as e:

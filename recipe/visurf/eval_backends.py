@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+from verl_ext.atomic_io import write_text_atomically
 from verl_ext.eval_protocols.math import MATH_META_KEYS
 from verl_ext.rewards.labels import plain
 
@@ -147,14 +148,15 @@ def _merge_fsdp(actor_dir: Path, target: Path) -> Path:
     from verl.model_merger.base_model_merger import ModelMergerConfig
     from verl.model_merger.fsdp_model_merger import FSDPModelMerger
 
-    logger.info("merging verl FSDP checkpoint %s -> %s", actor_dir, target)
+    logger.info("merging verl FSDP checkpoint %s -> %s (verl unpickles the shards, torch.load weights_only=False: "
+                "a checkpoint is code, merge only one you trust)", actor_dir, target)
     target.mkdir(parents=True, exist_ok=True)
     config = ModelMergerConfig(operation="merge", backend="fsdp", local_dir=str(actor_dir), target_dir=str(target),
                                hf_model_config_path=str(actor_dir / "huggingface"))
     merger = FSDPModelMerger(config)
     merger.merge_and_save()
     merger.cleanup()
-    stamp.write_text(source)
+    write_text_atomically(stamp, source)
     return target
 
 

@@ -299,7 +299,11 @@ def score_record(record: dict, protocol: EvalProtocol | None = None, *, segmente
         return s
     gt_mask = None
     if record.get("gt_mask") is not None:
-        gt_mask = load_mask(record["gt_mask"], base_dir)
+        try:
+            gt_mask = load_mask(record["gt_mask"], base_dir)
+        except (OSError, ValueError) as e:  # a missing / unreadable PNG, a bad RLE: name the sample
+            raise ValueError(f"sample {record.get('id')!r} ({record['data_source']}): cannot read gt_mask "
+                             f"{str(record['gt_mask'])[:200]!r}: {e}") from None
         s.iou_on = "masks"
     pred_mask = None
     if gt_mask is not None and segmenter is not None and image is not None:

@@ -67,6 +67,7 @@ import numpy as np
 from recipe.visurf import eval_backends as B
 from recipe.visurf import eval_scoring as S
 from verl_ext import metrics as M
+from verl_ext.atomic_io import save_figure_atomically, write_text_atomically
 from verl_ext.constants import FRAME, build_prompt, task_of
 from verl_ext.eval_protocols import MATH_PROTOCOLS, NON_OBJECT_RULES, PRESETS, EvalProtocol, preset
 from verl_ext.eval_protocols.answers import ANSWER_READERS
@@ -87,35 +88,60 @@ PREDICTION_KEYS = ("id", "data_source", "ground_truth", "response")
 # ============================================================================================
 # Predictions: read / generate (resumable)
 # ============================================================================================
-def read_predictions(path: Path) -> list[dict]:
-    """Prediction lines; a truncated last line (interrupted run) is dropped with a warning.
-    Two lines with the same ``(data_source, id)`` raise ValueError naming both lines."""
+def read_predictions(path: Path, *, resumable: bool = False) -> list[dict]:
+    """The prediction lines of ``path`` (UTF-8, a leading BOM allowed; blank lines skipped).
+
+    Every problem raises ValueError naming ``path:line``: a line that is not JSON or not UTF-8, a
+    record without ``PREDICTION_KEYS``, two lines with the same ``(data_source, id)``. A missing
+    file raises FileNotFoundError. ``resumable=True`` reads this tool's own output
+    (``generate_predictions``): a missing file is an empty one, and a last line that does not parse
+    is what an interrupted run leaves and is dropped with a warning; a user's file
+    (``--predictions``, ``resumable=False``) must be whole."""
+    path = Path(path)
     if not path.is_file():
-        return []
+        if resumable and not path.exists():
+            return []
+        raise FileNotFoundError(f"{path}: no such predictions file" if not path.exists() else
+                                f"{path}: not a file (a predictions JSONL is expected)")
+    lines = path.read_bytes().split(b"\n")
+    if lines and lines[0].startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM (some editors write one)
+        lines[0] = lines[0][3:]
+    while lines and not lines[-1].strip():
+        lines.pop()
     out = []
     seen: dict[tuple[str, str], int] = {}
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for k, line in enumerate(lines):
-        if not line.strip():
+    for k, raw in enumerate(lines):
+        where = f"{path}:{k + 1}"
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if k == len(lines) - 1:
-                logger.warning("%s: dropping a truncated last line (interrupted run)", path)
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            if resumable and k == len(lines) - 1:
+                logger.warning("%s: dropping a truncated last line (interrupted run)", where)
                 continue
-            raise ValueError(f"{path}:{k + 1}: not a JSON line") from None
+            raise ValueError(f"{where}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                             "write the file as UTF-8") from None
+        except json.JSONDecodeError as e:
+            if resumable and k == len(lines) - 1:
+                logger.warning("%s: dropping a truncated last line (interrupted run)", where)
+                continue
+            raise ValueError(f"{where}: not a JSON line ({e.msg}, column {e.colno})") from None
         missing = [key for key in PREDICTION_KEYS if not isinstance(record, dict) or key not in record]
         if missing:
-            raise ValueError(f"{path}:{k + 1}: prediction lines need {', '.join(PREDICTION_KEYS)}; missing {missing}")
+            raise ValueError(f"{where}: prediction lines need {', '.join(PREDICTION_KEYS)}; missing {missing}")
         key = B.sample_key(record)
         if key in seen:
-            raise ValueError(f"{path}:{k + 1}: duplicate sample (data_source={key[0]!r}, id={key[1]!r}), "
+            raise ValueError(f"{where}: duplicate sample (data_source={key[0]!r}, id={key[1]!r}), "
                              f"first on line {seen[key]}")
         seen[key] = k + 1
         out.append(record)
     return out
+
+
+def write_predictions(path: Path, records: Sequence[dict]) -> Path:
+    """``records`` as JSON lines into ``path``, atomically (the old file or the whole new one)."""
+    return write_text_atomically(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def restyle_prompt(row: dict, style: str) -> dict:
@@ -139,14 +165,13 @@ def generate_predictions(data: Sequence[str], model: str, out_dir: Path, *, back
     from tqdm import tqdm
 
     pred_path = out_dir / PREDICTIONS
-    done = read_predictions(pred_path)
+    done = read_predictions(pred_path, resumable=True)
     styles = {r.get("prompt_style") for r in done}
     if done and styles != {prompt_style}:
         raise ValueError(f"{pred_path}: predictions were generated with prompt style(s) {sorted(map(str, styles))}, "
                          f"this run asks for {prompt_style}; use another --out")
-    if done:  # rewrite without a possibly truncated last line before appending
-        with open(pred_path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in done)
+    if done:  # without a possibly truncated last line before appending; atomic, so an interrupt keeps them
+        write_predictions(pred_path, done)
     done_keys = {B.sample_key(r) for r in done}
     rows = list(B.iter_rows(data, limit))
     if prompt_style is not None:
@@ -170,7 +195,7 @@ def generate_predictions(data: Sequence[str], model: str, out_dir: Path, *, back
                     f.write(json.dumps(line) + "\n")
                 f.flush()
     wanted = {B.sample_key(r) for r in rows}
-    records = [r for r in read_predictions(pred_path) if B.sample_key(r) in wanted]
+    records = [r for r in read_predictions(pred_path, resumable=True) if B.sample_key(r) in wanted]
     images = {B.sample_key(row): row["images"][0] for row in rows if row.get("images")}  # {bytes}, decoded lazily
     return records, images
 
@@ -211,8 +236,7 @@ def evaluate(data: Sequence[str] | None = None, model: str | None = None, out: s
         if not records:
             raise ValueError(f"{pred_path}: no predictions")
         if pred_path.resolve() != (out_dir / PREDICTIONS).resolve():
-            with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r) + "\n" for r in records)
+            write_predictions(out_dir / PREDICTIONS, records)
     metrics, scored = S.score_all(records, protocol, segmenter=seg, images=images, base_dir=base_dir)
     groups = S.aggregate_by(scored, group_by) if group_by is not None else {}
     described = describe_protocol(protocol, prompt_style, seg)
@@ -309,7 +333,7 @@ def write_report(out_dir: Path, metrics: dict, source: str, protocol: dict, grou
     if notes:
         text += ["", "Notes:", *notes]
     text += ["", f"![metrics]({BARS_PNG})", "", f"![samples]({SAMPLES_PNG})", ""]
-    (out_dir / REPORT).write_text("\n".join(text), encoding="utf-8")
+    write_text_atomically(out_dir / REPORT, "\n".join(text))
 
 
 def plot_bars(out_dir: Path, metrics: dict) -> Path:
@@ -333,8 +357,7 @@ def plot_bars(out_dir: Path, metrics: dict) -> Path:
     if keys:
         ax.legend(ncol=min(4, len(keys)), fontsize=8)
     fig.tight_layout()
-    path = out_dir / BARS_PNG
-    fig.savefig(path, dpi=100)
+    path = save_figure_atomically(fig, out_dir / BARS_PNG, dpi=100)
     plt.close(fig)
     return path
 
@@ -387,8 +410,7 @@ def plot_samples(out_dir: Path, scored: Sequence[S.Scored], images: dict | None 
         ax.set_title(f"{str(s.record['id'])[:24]}\n{s.record['data_source']}: {verdict}", fontsize=8)
     fig.suptitle("green: ground truth, red: prediction", fontsize=9)
     fig.tight_layout()
-    path = out_dir / SAMPLES_PNG
-    fig.savefig(path, dpi=80)
+    path = save_figure_atomically(fig, out_dir / SAMPLES_PNG, dpi=80)
     plt.close(fig)
     return path
 
@@ -398,9 +420,9 @@ def write_outputs(out_dir: Path, metrics: dict, scored: Sequence[S.Scored], *, s
     """``metrics.json`` (per data_source + overall + ``protocol``; ``groups`` when given), ``report.md``, plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {**metrics, PROTOCOL_KEY: protocol}
-    (out_dir / METRICS).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(out_dir / METRICS, json.dumps(payload, indent=2) + "\n")
     if groups:
-        (out_dir / "groups.json").write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
+        write_text_atomically(out_dir / "groups.json", json.dumps(groups, indent=2) + "\n")
     write_report(out_dir, metrics, source, protocol, groups)
     plot_bars(out_dir, metrics)
     plot_samples(out_dir, scored, images, base_dir)
@@ -544,5 +566,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``main`` for the command line: a bad input (ValueError, a missing file) prints one line
+    ``error: ...`` naming the file / line and exits 1 instead of a traceback."""
+    try:
+        return main(argv)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -21,7 +21,7 @@ from verl.trainer.main_ppo_v0 import BaseTaskRunner
 
 import verl_ext.registry  # noqa: F401  registers the visurf estimator and policy loss (driver process)
 from verl_ext import cpu
-from verl_ext.visurf.config import check_verl_combination, visurf_config
+from verl_ext.visurf.config import check_training_values, check_verl_combination, visurf_config
 from verl_ext.visurf.source_check import check_data_sources
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
       ``check_cpu_config`` (settings a CPU run cannot execute, named with their fix), and ``ray_kwargs.ray_init`` with fake GPUs and the CPU env for every worker (joining
       an existing cluster, ``+ray_kwargs.ray_init.address=HOST:PORT`` or ``RAY_ADDRESS``: the env
       only — the nodes bring their own CPUs and fake GPUs, ``tests/test_two_node.py``).
+    * ``check_training_values``: an lr, weight decay, clip or temperature verl would take and not train
+      with (a string, a negative lr, ...), and ``rollout.n`` < 2 with ViSurf off (every advantage 0).
     * Last, with ViSurf on: ``check_verl_combination`` rejects the verl settings a ViSurf run
       cannot train correctly with (estimator, in-reward KL, batch split, ...), naming the fix.
     """
@@ -125,6 +127,7 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
                     ray_init[key] = cpu_ray[key]
             ray_init.runtime_env.env_vars = {**cpu_ray["runtime_env"]["env_vars"], **ray_init.runtime_env.env_vars}
     visurf_config(config.visurf)  # with num_rollouts set
+    check_training_values(config, enable)
     if enable:
         check_verl_combination(config, int(config.visurf.num_rollouts))
     check_data_sources(config)  # a reward, and with ViSurf a GT, for every data_source of the data

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from verl_ext.constants import DATA_SOURCE_TASK
 from verl_ext.rewards import grounding, gui
 from verl_ext.rewards import math as math_reward
@@ -94,10 +96,26 @@ def compute_score(
     return scorer(
         solution_str,
         ground_truth,
-        is_gt=bool(is_gt),
+        is_gt=as_flag(is_gt, "is_gt"),
         gt_thinking_reward=str(gt_thinking_reward),
         choices=extra.get("choices"),
     )
+
+
+def as_flag(value, name: str) -> bool:
+    """``value`` as a bool: True / False (numpy's too), 1 / 0, the strings "true" / "false" / "1" /
+    "0" (any case), None (a parquet struct field absent from this row) as False. ValueError naming
+    ``name`` otherwise — ``bool("false")`` is True, so a flag read from JSON or a CSV-born column
+    must not go through ``bool``."""
+    if value is None:
+        return False
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def no_reward_message(data_sources) -> str:

@@ -15,6 +15,23 @@ import logging
 import os
 import sys
 
+LOG_MESSAGE_CHARS = 200  # math-verify logs its whole input on a timeout (a response: up to 20k characters)
+
+
+class _ShortMessages(logging.Filter):
+    """Cuts a log record's message to ``LOG_MESSAGE_CHARS`` characters (plus a count of the rest)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if len(msg) > LOG_MESSAGE_CHARS:
+            record.msg = f"{msg[:LOG_MESSAGE_CHARS]}... [{len(msg) - LOG_MESSAGE_CHARS} more characters]"
+            record.args = ()
+        return True
+
+
+for _name in ("math_verify.parser", "math_verify.grader", "math_verify.metric"):
+    logging.getLogger(_name).addFilter(_ShortMessages())
+
 
 def math_verify_equal(gold: str, pred: str, timeout_s: int | None) -> bool:
     """math-verify equality of two answer strings, each parsed as ``\\boxed{…}``.

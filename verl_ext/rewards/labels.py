@@ -66,8 +66,12 @@ def answer_label(ground_truth: Any) -> str:
     """The label as answer text: a string stripped, a number as ``str`` (numpy scalars as the
     Python value), any other JSON-serialisable value (list, dict, numpy array) as ``json.dumps``.
 
-    Raises ValueError for a value that is none of these.
+    Raises ValueError for a missing label (``is_missing``: None, NaN, blank — it would otherwise
+    read as ``"null"`` / ``"nan"`` and match an answer of that text) and for a value that is none of
+    these.
     """
+    if is_missing(ground_truth):
+        raise ValueError(f"no label ({ground_truth!r}): every row needs its answer in reward_model.ground_truth")
     value = plain(ground_truth)
     if isinstance(value, str):
         return value.strip()

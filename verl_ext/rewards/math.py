@@ -23,8 +23,10 @@ main thread; verl calls reward functions from executor threads (its reward loop 
 * in any other thread: the comparison is sent to the shared ``MathVerifyPool``, whose worker
   processes (fresh interpreters running ``_math_worker.py``) run it in their
   main thread with math-verify's own timeouts active; the caller waits at most
-  ``MathVerifyPool.backstop_s`` per comparison, a worker stuck beyond that is killed and
-  replaced, and the answer scores 0 (``invalid_reason="verify_timeout"``).
+  ``MathVerifyPool.backstop_s`` per comparison, the wait for a free worker included (a request
+  that gets none in time is shed), a worker stuck beyond that is killed and replaced, and the
+  answer scores 0 (``invalid_reason="verify_timeout"``). The pool has
+  ``$VISURF_MATH_VERIFY_WORKERS`` workers (default: the CPU count clipped to [2, 4]).
 
 ``compute_score_batch`` scores many responses, sending the math-verify comparisons to a pool in
 chunks when one is given (``bench/bench_rewards.py`` measures both).
@@ -35,12 +37,14 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import queue
 import re
 import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -142,7 +146,8 @@ class _Worker:
 
     A fresh interpreter (not a multiprocessing fork/spawn): nothing of the caller's state, main
     module or threads is inherited, so it behaves the same in ray workers, pytest and scripts.
-    ``-I`` keeps the script's folder (which holds this ``math.py``) off ``sys.path``.
+    ``-I`` keeps the script's folder (which holds this ``math.py``) off ``sys.path``. The process
+    starts at construction; its first call waits for it to be ready.
     """
 
     def __init__(self) -> None:
@@ -154,27 +159,40 @@ class _Worker:
             text=True,
             bufsize=1,
         )
+        self.spawned_at = time.monotonic()
         self._started = False
 
-    def call(self, tasks: list, timeout_s: float) -> list | None:
-        """Results for ``tasks``, or None (worker killed) when they take longer than ``timeout_s``."""
+    def call(self, tasks: list, deadline: float) -> list | None:
+        """Results for ``tasks``, or None when they are not done by ``deadline`` (``time.monotonic``).
+
+        A worker busy past the deadline is killed (a stuck sympy call cannot be interrupted
+        otherwise); one still starting is left to start (the next call uses it) unless it has
+        been starting for ``_WORKER_START_TIMEOUT_S``."""
         try:
-            if not self._started:  # interpreter + math-verify import: not part of the budget
-                if self._readline(_WORKER_START_TIMEOUT_S) != "ready":
+            if not self._started:  # interpreter + math-verify import
+                line = self._readline(min(deadline, self.spawned_at + _WORKER_START_TIMEOUT_S))
+                if line is None:
+                    if time.monotonic() >= self.spawned_at + _WORKER_START_TIMEOUT_S:
+                        self.kill()
+                    return None
+                if line != "ready":
                     raise OSError("math worker did not start")
                 self._started = True
             self.proc.stdin.write(json.dumps(tasks) + "\n")
             self.proc.stdin.flush()
-            line = self._readline(timeout_s)
-            return None if line is None else json.loads(line)
+            line = self._readline(deadline)
+            if line is None:
+                self.kill()
+                return None
+            return json.loads(line)
         except (OSError, ValueError):  # broken pipe / dead worker / garbled line
             self.kill()
             return None
 
-    def _readline(self, timeout_s: float) -> str | None:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+    def _readline(self, deadline: float) -> str | None:
+        """The next line, or None when none arrives before ``deadline``."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
-            self.kill()
             return None
         line = self.proc.stdout.readline()
         if not line:
@@ -197,20 +215,39 @@ class _Worker:
 
 
 _WORKER_START_TIMEOUT_S = 120.0
+WORKERS_ENV = "VISURF_MATH_VERIFY_WORKERS"  # size of the shared pool (default: default_num_workers())
+
+
+def default_num_workers() -> int:
+    """Size of the shared pool: ``$VISURF_MATH_VERIFY_WORKERS``, else the CPU count clipped to [2, 4]."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV}={value!r}: expected a whole number of workers >= 1") from None
+        if n < 1:
+            raise ValueError(f"{WORKERS_ENV}={value!r}: expected a whole number of workers >= 1")
+        return n
+    return max(2, min(4, os.cpu_count() or 2))
 
 
 class MathVerifyPool:
     """Worker processes running math-verify with its signal timeouts active.
 
-    Thread-safe. Each request waits at most ``backstop_s`` per comparison; a worker that exceeds
-    it is killed (a stuck sympy call cannot be interrupted otherwise) and replaced on demand,
-    and its comparisons count as not equal (``None`` in the results).
+    Thread-safe. Every request returns within ``backstop_s`` per comparison, the wait for a free
+    worker included: a request that gets no worker in time is shed, and a worker that exceeds the
+    deadline is killed (a stuck sympy call cannot be interrupted otherwise) and replaced at once
+    (the new process starts in the background). Shed and killed comparisons count as not equal
+    (``None`` in the results; ``n_shed`` / ``n_backstop_timeouts`` count them), so a batch of hard
+    answers costs at most one budget of latency, not one per answer ahead in the queue.
     """
 
     _shared: MathVerifyPool | None = None
     _shared_lock = threading.Lock()
 
-    def __init__(self, num_workers: int = 2, timeout_s: int = MATH_VERIFY_TIMEOUT_S):
+    def __init__(self, num_workers: int | None = None, timeout_s: int = MATH_VERIFY_TIMEOUT_S):
+        num_workers = default_num_workers() if num_workers is None else num_workers
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         self.num_workers = num_workers
@@ -221,6 +258,7 @@ class MathVerifyPool:
         for _ in range(num_workers):
             self._idle.put(None)  # a slot; the process starts on first use
         self.n_backstop_timeouts = 0
+        self.n_shed = 0
         self._closed = False
 
     @classmethod
@@ -228,20 +266,33 @@ class MathVerifyPool:
         """The process-wide pool used by ``compute_score`` outside the main thread."""
         with cls._shared_lock:
             if cls._shared is None:
-                cls._shared = cls(num_workers=2)
+                cls._shared = cls()
                 atexit.register(cls._shared.close)
             return cls._shared
 
     def _run(self, tasks: list) -> list:
-        worker = self._idle.get()
+        budget = self.backstop_s * len(tasks)
+        deadline = time.monotonic() + budget
+        try:
+            worker = self._idle.get(timeout=budget)
+        except queue.Empty:
+            self.n_shed += len(tasks)
+            logger.warning("math-verify: no worker free within the %.0fs budget (all %d busy); %d comparison(s) "
+                           "scored as not equal", budget, self.num_workers, len(tasks))
+            return [None] * len(tasks)
         try:
             if worker is None or not worker.alive:
                 worker = _Worker()
-            res = worker.call(tasks, self.backstop_s * len(tasks))
+            res = worker.call(tasks, deadline)
             if res is None:
-                self.n_backstop_timeouts += 1
-                logger.warning("math-verify worker exceeded its %ss budget; replaced", self.backstop_s)
-                worker = None
+                if worker.alive:  # still starting: the next request uses it
+                    self.n_shed += len(tasks)
+                    logger.warning("math-verify: worker not started within the %.0fs budget; %d comparison(s) "
+                                   "scored as not equal", budget, len(tasks))
+                else:
+                    self.n_backstop_timeouts += 1
+                    logger.warning("math-verify worker exceeded its %ss budget; replaced", self.backstop_s)
+                    worker = _Worker()  # starts now, ready for the next request
                 return [None] * len(tasks)
             return res
         finally:
@@ -310,7 +361,8 @@ def compute_score(
 
     Args:
         solution_str: the decoded response; any string (never raises for it).
-        ground_truth: the canonical answer (``"3"``, ``"\\frac{1}{2}"``) or an option letter.
+        ground_truth: the canonical answer (``"3"``, ``"\\frac{1}{2}"``) or an option letter; a
+            missing one (None, NaN, blank) raises ValueError (``labels.answer_label``).
         is_gt: the row is the injected ground-truth response (docs/METHOD.md §3.2).
         gt_thinking_reward: ``"zero"`` or ``"full"``.
         choices: option texts of a multiple-choice question (``extra_info["choices"]``).
@@ -320,13 +372,13 @@ def compute_score(
         dict with ``score`` and ``thinking_format``, ``answer_format``, ``accuracy``,
         ``non_repeat`` (floats), ``invalid_reason`` (str).
     """
+    gold = answer_label(ground_truth)  # the label as the GT renderer reads it too; a missing one raises
     resp = parse_response(solution_str)
     thinking = thinking_reward(resp.think_format, is_gt=is_gt, gt_thinking_reward=gt_thinking_reward)
     rep = non_repeat(resp.text)
     pred = extract_math_answer(resp)
     if not pred:
         return _result(thinking, False, 0.0, rep, "no_answer")
-    gold = answer_label(ground_truth)  # the label as the GT renderer reads it too
     decision, target = _decide_without_math_verify(pred, gold, _choices_list(choices))
     reason = ""
     if decision is None:
@@ -359,6 +411,7 @@ def compute_score_batch(
     is_gt = [False] * n if is_gt is None else [bool(x) for x in is_gt]
     rows = []  # (thinking, found, decision, rep, reason)
     pending: list[tuple[int, str, str]] = []
+    golds = [answer_label(g) for g in ground_truths]  # a missing label raises, as in compute_score
     for k in range(n):
         resp = parse_response(solution_strs[k])
         thinking = thinking_reward(resp.think_format, is_gt=is_gt[k], gt_thinking_reward=gt_thinking_reward)
@@ -367,7 +420,7 @@ def compute_score_batch(
         if not pred:
             rows.append([thinking, False, False, rep, "no_answer"])
             continue
-        decision, target = _decide_without_math_verify(pred, answer_label(ground_truths[k]), _choices_list(choices[k]))
+        decision, target = _decide_without_math_verify(pred, golds[k], _choices_list(choices[k]))
         rows.append([thinking, True, decision, rep, ""])
         if decision is None:
             pending.append((k, target, pred))

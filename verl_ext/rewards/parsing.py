@@ -81,6 +81,7 @@ ANSWER_CLOSE = "</answer>"
 _THINK_OPEN = "<think>"
 _THINK_ANSWER_RE = re.compile(THINK_ANSWER_PATTERN, re.DOTALL)
 _BOXED = "\\boxed{"
+_BRACE_RE = re.compile(re.escape(_BOXED) + r"|[{}]")
 
 # invalid-answer reasons (answer level); object-level reasons are f"{part}_{problem}"
 NO_ANSWER = "no_answer"
@@ -116,24 +117,23 @@ def extract_answer(text: str) -> str | None:
 def extract_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{…}`` in ``text`` with balanced braces, else None.
 
-    An unbalanced last ``\\boxed{`` (cut-off response) falls back to the previous one.
+    An unbalanced last ``\\boxed{`` (cut-off response) falls back to the previous one. One pass over
+    the braces (a stack of open braces), so linear in the length for any string (rescanning from
+    every ``\\boxed{`` was quadratic: 2.4 s for 2,857 unclosed repeats).
     """
-    pos = text.rfind(_BOXED)
-    while pos >= 0:
-        depth = 1
-        i = start = pos + len(_BOXED)
-        n = len(text)
-        while i < n:
-            c = text[i]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i]
-            i += 1
-        pos = text.rfind(_BOXED, 0, pos)
-    return None
+    stack: list[int] = []  # per open brace: content start of a \boxed{, or -1 for a plain "{"
+    best = -1
+    best_end = -1
+    for m in _BRACE_RE.finditer(text):
+        token = m.group()
+        if token == "}":
+            if stack:
+                start = stack.pop()
+                if start > best:  # the boxed closed here starts after every earlier closed one
+                    best, best_end = start, m.start()
+        else:
+            stack.append(m.end() if token == _BOXED else -1)
+    return None if best < 0 else text[best:best_end]
 
 
 def has_think_format(text: str) -> bool:

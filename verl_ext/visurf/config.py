@@ -10,6 +10,8 @@ once, in ``recipe.visurf.main_visurf.prepare_config``, before ray starts (and th
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -28,7 +30,9 @@ __all__ = [
     "SURROGATE_LOSS_MODES",
     "VisurfConfig",
     "cfg_get",
+    "check_known_keys",
     "check_template",
+    "check_training_values",
     "check_verl_combination",
     "visurf_config",
 ]
@@ -139,7 +143,52 @@ def visurf_config(node: Any = None) -> VisurfConfig:
         return VisurfConfig()
     if isinstance(node, DictConfig):  # resolve interpolations against the whole config first
         node = OmegaConf.to_container(node, resolve=True)
+    check_known_keys(node)
     return omega_conf_to_dataclass(node, VisurfConfig)
+
+
+def check_known_keys(block: Any) -> None:
+    """ValueError naming every key of the ``visurf:`` block that is not a ``VisurfConfig`` field (a
+    typo added with ``+visurf.smoothng=True``, which Hydra accepts; without ``+`` Hydra refuses it)."""
+    from dataclasses import fields
+
+    known = [f.name for f in fields(VisurfConfig) if f.name != "_target_"]
+    unknown = sorted(str(k) for k in (block or {}) if k not in known and k != "_target_")
+    if unknown:
+        close = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        hints = "; ".join(f"visurf.{k}" + (f" (did you mean visurf.{close[k][0]}?)" if close[k] else "")
+                          for k in unknown)
+        raise ValueError(f"unknown visurf setting(s): {hints}. The visurf: block has {', '.join(known)}")
+
+
+# the optimiser / sampling values verl takes untyped: (key, rule, test); a bad one would fail (or
+# silently train nothing) only on the GPUs
+TRAINING_VALUES = (
+    ("actor_rollout_ref.actor.optim.lr", "a number > 0 (0 trains nothing)", lambda v: v > 0),
+    ("actor_rollout_ref.actor.optim.weight_decay", "a number >= 0", lambda v: v >= 0),
+    ("actor_rollout_ref.actor.optim.clip_grad", "a number > 0 (gradient-norm clipping)", lambda v: v > 0),
+    ("actor_rollout_ref.rollout.temperature", "a number >= 0 (the sampling temperature)", lambda v: v >= 0),
+)
+
+
+def check_training_values(config: Any, enable: bool) -> None:
+    """ValueError for an optimiser / sampling value verl would accept and not train with
+    (``TRAINING_VALUES``: not a finite number, a negative lr or temperature, ...), and for
+    ``rollout.n`` < 2 with ViSurf off: GRPO normalises each reward within its group of n rollouts,
+    so with one rollout every advantage is 0 (ViSurf's group has the GT as a second member)."""
+    from omegaconf import OmegaConf
+
+    for key, rule, ok in TRAINING_VALUES:
+        value = OmegaConf.select(config, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise ValueError(f"{key} must be {rule}, got {value!r}")
+    n = OmegaConf.select(config, "actor_rollout_ref.rollout.n", default=None)
+    if not enable and n is not None and int(n) < 2:
+        raise ValueError(f"actor_rollout_ref.rollout.n={n} with visurf.enable=False: GRPO compares each rollout "
+                         "with the others of its group, so with one rollout every advantage is 0 and nothing "
+                         "trains; set actor_rollout_ref.rollout.n >= 2")
 
 
 def cfg_get(config: Any, dotted: str, default: Any = None) -> Any:

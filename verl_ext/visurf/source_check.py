@@ -39,9 +39,11 @@ With the recipe's reward, one split may not mix the project's sources with sourc
 their reward dicts differ in keys and verl 0.9.1's agent loop stacks ``reward_extra_info`` by the
 first row's keys (a ``KeyError`` in some step otherwise).
 
-Files that are not local parquet (``hdfs://``, other formats) are skipped with a log line; a
-problem there still fails at step 1 (the reward worker's error, or the GT injection's
-``sources_without_gt`` check), naming the source.
+Files the check cannot read here (``hdfs://``, not found here, ``.json`` / ``.jsonl``) are skipped
+with a warning naming each and why (the dry run lists them as notes); a problem there still fails at
+step 1 (the reward worker's error, or the GT injection's ``sources_without_gt`` check), naming the
+source. A file verl would refuse by its name (not ``.parquet`` / ``.json`` / ``.jsonl``), an
+unreadable parquet file and a parquet file without the ``data.reward_fn_key`` column stop the run.
 """
 
 from __future__ import annotations
@@ -114,9 +116,30 @@ def _labels(batch: Any, names: Sequence[str]) -> list:
         return [None] * batch.num_rows
 
 
+DATA_SUFFIXES = (".parquet", ".json", ".jsonl")  # what verl's RLHFDataset reads, chosen by the file name
+
+
+def unchecked_reason(path: str) -> str:
+    """Why the start-up check cannot read the data file ``path`` here ("" when it can: a local
+    ``.parquet``): a remote path, a file not found here, a JSON file (verl reads it; its labels
+    are checked by the reward workers only). ValueError for a name verl's ``RLHFDataset`` refuses
+    (it picks the format by the suffix: ``DATA_SUFFIXES``), before ray starts instead of after."""
+    if "://" in path:
+        return "remote path, not read at start-up"
+    if not path.endswith(DATA_SUFFIXES):
+        raise ValueError(f"{path}: verl reads data files by their name, .parquet, .json or .jsonl only "
+                         "(RLHFDataset: 'Unsupported file format' once the workers start); rename it (a parquet "
+                         "file: .parquet)")
+    if not os.path.isfile(path):
+        return "not found here"
+    if not path.endswith(".parquet"):
+        return "JSON: its labels are not checked at start-up"
+    return ""
+
+
 def scan_labels(files: Sequence[str], key: str, per_source: int = SAMPLE_ROWS,
                 label_problem_fn: Callable[[str, Any], str] | None = None,
-                batch_rows: int = SCAN_BATCH_ROWS) -> LabelScan:
+                batch_rows: int = SCAN_BATCH_ROWS, require_key: bool = True) -> LabelScan:
     """One streamed pass over local parquet files: the first ``per_source`` rows of every
     ``data_source`` (column ``key``) as ``{"ground_truth", "extra_info"}`` dicts, and — with
     ``label_problem_fn(data_source, ground_truth) -> reason | ""`` — every row's label checked.
@@ -125,20 +148,32 @@ def scan_labels(files: Sequence[str], key: str, per_source: int = SAMPLE_ROWS,
     ``reward_model.ground_truth`` (pyarrow reads the nested leaf alone), plus the row indices of
     bad rows; ``extra_info`` is read afterwards only up to the last sampled row of the file.
     Rows are read as verl's dataset reads them (pyarrow -> Python objects: a list-of-struct label
-    is a list of dicts). Files that are not local parquet are listed in ``skipped``.
+    is a list of dicts). Files the check cannot read here (``unchecked_reason``: remote, not found,
+    JSON) are listed in ``skipped`` with the reason. ValueError naming the file for a name verl
+    refuses, an unreadable parquet file, and (``require_key``) a file without the ``key`` column.
     """
     import pyarrow.parquet as pq
 
+    import pyarrow as pa
+
     scan = LabelScan()
     for path in files:
-        if not (path.endswith(".parquet") and os.path.isfile(path)):
-            scan.skipped.append(path)
+        reason = unchecked_reason(path)
+        if reason:
+            scan.skipped.append(f"{path} ({reason})")
             continue
-        pf = pq.ParquetFile(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
         names = pf.schema_arrow.names
         if key not in names:
-            scan.skipped.append(f"{path} (no {key!r} column)")
-            continue
+            if not require_key:
+                scan.skipped.append(f"{path} (no {key!r} column)")
+                continue
+            raise ValueError(f"{path}: no {key!r} column (has {', '.join(names)}): the reward is chosen per row "
+                             f"by data.reward_fn_key={key!r}, so no row could be scored; write the file with "
+                             "data_prep (it sets data_source), or add the column")
         columns = [key] + (["reward_model.ground_truth"] if "reward_model" in names else [])
         sampled: list[tuple[int, str, Any]] = []  # (row, source, label) of this file's samples
         bad: list[int] = []
@@ -187,21 +222,28 @@ def sample_rows(files: Sequence[str], key: str,
 
 def drop_rows(path: str, rows: np.ndarray, batch_rows: int = SCAN_BATCH_ROWS) -> str:
     """``visurf.drop_bad_rows``: write ``path`` without ``rows`` (0-based) beside it as
-    ``<name>.visurf_clean.parquet``, streamed batch by batch (all columns, schema kept); returns the
-    new path. Beside the original, so every node that reads the original reads the copy."""
+    ``<name>.visurf_clean.parquet``, streamed batch by batch (all columns, schema kept) and atomically
+    (``verl_ext.atomic_io``); returns the new path. Beside the original, so every node that reads the
+    original reads the copy."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from verl_ext.atomic_io import write_atomically
 
     out = path.removesuffix(".parquet") + CLEAN_SUFFIX
     pf = pq.ParquetFile(path)
     drop = np.asarray(rows, dtype=np.int64)
-    offset = 0
-    with pq.ParquetWriter(out, pf.schema_arrow) as writer:
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            index = np.arange(offset, offset + batch.num_rows)
-            keep = ~np.isin(index, drop)
-            writer.write_table(pa.Table.from_batches([batch]).filter(pa.array(keep)))
-            offset += batch.num_rows
+
+    def write(tmp) -> None:
+        offset = 0
+        with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                index = np.arange(offset, offset + batch.num_rows)
+                keep = ~np.isin(index, drop)
+                writer.write_table(pa.Table.from_batches([batch]).filter(pa.array(keep)))
+                offset += batch.num_rows
+
+    write_atomically(out, write)  # two runs side by side each write their own temp file; readers see a whole one
     return out
 
 
@@ -378,13 +420,14 @@ def check_data_sources(config: DictConfig) -> dict[str, str]:
     def problem(source: str, label: Any) -> str:
         return label_problem(source, label, visurf, missing_problem)
 
-    scans = {split: scan_labels(data_files(config, f"{split}_files"), key, label_problem_fn=problem)
+    scans = {split: scan_labels(data_files(config, f"{split}_files"), key, label_problem_fn=problem,
+                                require_key=not rm_scores)  # a reward model scores rows without a source
              for split in ("train", "val")}
     per_split = {split: (scan.samples, scan.skipped) for split, scan in scans.items()}
     samples = {source: rows for split in ("val", "train") for source, rows in per_split[split][0].items()}
     skipped = per_split["train"][1] + per_split["val"][1]
     if skipped:
-        logger.info("visurf: start-up data-source check skips %s (not local parquet)", ", ".join(skipped))
+        logger.warning("visurf: start-up data-source check skips %s", "; ".join(skipped))
     if not samples:
         return {}
     reward_fn, reward_name = resolved()

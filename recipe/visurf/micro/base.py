@@ -126,10 +126,10 @@ def checksums(model_dir: Path) -> dict[str, str]:
 
 def write_checksums(model_dir: Path) -> Path:
     """``SHA256SUMS`` (``sha256sum`` format: ``<hex>  <name>`` per line) of ``model_dir``'s files."""
-    from recipe.visurf.micro.results import atomic_write
+    from verl_ext.atomic_io import write_text_atomically
 
     path = Path(model_dir) / SUMS
-    atomic_write(path, "".join(f"{h}  {name}\n" for name, h in checksums(model_dir).items()))
+    write_text_atomically(path, "".join(f"{h}  {name}\n" for name, h in checksums(model_dir).items()))
     return path
 
 
@@ -344,10 +344,14 @@ def build_base(spec: BaseSpec = BaseSpec(), cache: str | Path | None = None, log
     work = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     log(f"[base] building {final.name} (first use; cached afterwards)")
-    info = _train(spec, work, log, trace=trace, threads=threads)
-    model = work / "model"
-    (model / "base_meta.json").write_text(json.dumps({"spec": asdict(spec), "key": spec.key(), **info}))
-    write_checksums(model)
+    try:
+        info = _train(spec, work, log, trace=trace, threads=threads)
+        model = work / "model"
+        (model / "base_meta.json").write_text(json.dumps({"spec": asdict(spec), "key": spec.key(), **info}))
+        write_checksums(model)
+    except BaseException:  # a failed or interrupted build leaves no work folder behind
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     if final.exists():  # built concurrently by someone else: same settings (compare them with model_distance)
         shutil.rmtree(work, ignore_errors=True)
         return final

@@ -66,7 +66,7 @@ def calibrate(spec: BaseSpec, out: str | Path, *, rows: int = 384, samples: int 
     from data_prep.synthetic import generate
     from recipe.visurf.eval_backends import iter_rows
     from recipe.visurf.micro.evaluation import evaluate_model, sampled_accuracy
-    from recipe.visurf.micro.results import atomic_write
+    from verl_ext.atomic_io import write_text_atomically
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def calibrate(spec: BaseSpec, out: str | Path, *, rows: int = 384, samples: int 
     report = {"base": base.name, "spec": asdict(spec), "rows": rows, "seed": CALIBRATION_SEED,
               "samples": samples, "greedy": greedy, "greedy_d_by_relation": relations, "sampled": sampled,
               "band": list(D_BAND), "d_in_band": in_band(sampled["sampled_d"])}
-    atomic_write(out / "calibration.json", json.dumps(report, indent=1))
+    write_text_atomically(out / "calibration.json", json.dumps(report, indent=1))
     return report
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from recipe.visurf.micro.driver import METHODS, ROOT, MicroConfig, by_cost, prepare, train
 from recipe.visurf.micro.evaluation import evaluate_model
 from recipe.visurf.micro.task import ordered_train
+from verl_ext.atomic_io import write_text_atomically
 
 SEED = 1
 RUNS = (("sft", "SFT (verl SFT trainer)"), ("grpo", "GRPO"), ("visurf", "ViSurf (paper defaults)"))
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {method: pool.submit(run, method) for method in by_cost([m for m, _ in RUNS])}
         results = {method: futures[method].result() for method, _ in RUNS}
-    (out / "before_after.json").write_text(json.dumps({"base": base_eval, **results}, indent=1))
+    write_text_atomically(out / "before_after.json", json.dumps({"base": base_eval, **results}, indent=1))
     from recipe.visurf.summary import format_table, read_metrics
 
     print("\nViSurf, per step (verl metrics):")

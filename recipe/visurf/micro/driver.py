@@ -48,6 +48,7 @@ from recipe.visurf.micro import results as R
 from recipe.visurf.micro.base import BaseSpec, build_base
 from recipe.visurf.micro.calibrate import D_BAND, in_band
 from recipe.visurf.micro.task import TaskSpec, make_task, ordered_train, slice_rows
+from verl_ext.atomic_io import write_atomically, write_text_atomically
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -251,16 +252,17 @@ def write_sft_rows(rl_rows: Path, out: Path) -> Path:
     from data_prep.to_sft import main as to_sft
 
     tmp = out.with_name(f".{out.name}.unordered.parquet")
-    if to_sft(["--in", str(rl_rows), "--out", str(tmp)]) != 0:
-        raise RuntimeError(f"data_prep.to_sft failed on {rl_rows}")
-    table = pq.read_table(tmp)
+    try:
+        if to_sft(["--in", str(rl_rows), "--out", str(tmp)]) != 0:
+            raise RuntimeError(f"data_prep.to_sft failed on {rl_rows}")
+        table = pq.read_table(tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
     perm = sft_file_order(table.num_rows)
     inverse = [0] * len(perm)
     for j, p in enumerate(perm):
         inverse[p] = j
-    pq.write_table(table.take(pa.array(inverse)), out)
-    tmp.unlink()
-    return out
+    return write_atomically(out, lambda dest: pq.write_table(table.take(pa.array(inverse)), dest))
 
 
 def hf_checkpoints(ckpt: Path, offset: int = 0) -> list[tuple[int, Path]]:
@@ -431,7 +433,7 @@ def run_one(cfg: MicroConfig, method: str, lr: float, seed: int, base: Path, fil
               "rows_seen": cfg.steps * cfg.batch, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
               **ev, "train_metrics": R.train_metrics(metrics) if metrics else [],
               "sft_loss": R.sft_loss(sft_metrics) if sft_metrics else [], "settings": run_settings(cfg, method, lr)}
-    R.atomic_write(work / "result.json", json.dumps(result, indent=1))  # read by the other --jobs threads' reports
+    write_text_atomically(work / "result.json", json.dumps(result, indent=1))  # read by the other --jobs threads' reports
     for _, hf in ckpts:  # weights are not needed any more; the evaluations are kept
         shutil.rmtree(hf.parent if hf.parent.name == "actor" else hf, ignore_errors=True)
     t, v = result["test"], result["val_final"]
@@ -462,7 +464,7 @@ def prepare(cfg: MicroConfig, out: Path, log=print, sampled_k: int = 4, full: bo
             base_eval.update(val=evaluate_model(base, files.val, work / "val"),
                              retention=evaluate_model(base, files.retention, work / "retention", loglik=False),
                              sampled_val=sampled_accuracy(base, files.val, k=sampled_k, seed=0))
-        base_eval_path.write_text(json.dumps(base_eval, indent=1))
+        write_text_atomically(base_eval_path, json.dumps(base_eval, indent=1))
     return base, files, base_eval
 
 

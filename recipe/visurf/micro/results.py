@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import threading
 from dataclasses import asdict
 from pathlib import Path
+
+from verl_ext.atomic_io import save_figure_atomically, write_text_atomically
 
 TABLE_START = "<!-- micro:table:start (written by recipe.visurf.micro.results; do not edit) -->"
 TABLE_END = "<!-- micro:table:end -->"
@@ -266,28 +266,7 @@ def update_results_md(path: Path, block: str) -> None:
         text = pre + new + post
     else:
         text = text.rstrip("\n") + "\n\n" + new + "\n"
-    atomic_write(path, text)
-
-
-def write_atomically(path: str | Path, write) -> Path:
-    """``write(tmp)`` to a hidden temporary name next to ``path``, then ``os.replace`` it onto ``path``: a
-    reader sees the old file or the whole new one, never a partial one. The name is unique per process
-    and thread, so runs side by side (``driver --jobs``) may write one file at once; a failed ``write``
-    leaves ``path`` as it was and no temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """``text`` to ``path`` through ``write_atomically``."""
-    write_atomically(path, lambda tmp: tmp.write_text(text))
+    write_text_atomically(path, text)
 
 
 ROLLOUT_REWARD = "rollout_reward"  # derived: the on-policy rows' mean reward
@@ -354,7 +333,7 @@ def plot_curves(docs: Path, base_eval: dict, groups: dict[str, list[dict]]) -> l
     fig.suptitle("Micro reproduction: validation target rows (mean ± std over seeds; step 0 = base)")
     fig.tight_layout()
     acc_png = docs / PNG_ACC
-    fig.savefig(acc_png, dpi=80)
+    save_figure_atomically(fig, acc_png, dpi=80)
     plt.close(fig)
 
     gt_panels = [("visurf/gt_signal_share", "GT signal share (groups with |A_gt| > 1e-4)"),
@@ -375,7 +354,7 @@ def plot_curves(docs: Path, base_eval: dict, groups: dict[str, list[dict]]) -> l
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6), fontsize=8)
     fig.tight_layout(rect=(0, 0.12 if handles else 0, 1, 1))
     gt_png = docs / PNG_GT
-    fig.savefig(gt_png, dpi=80)
+    save_figure_atomically(fig, gt_png, dpi=80)
     plt.close(fig)
     return [acc_png, gt_png]
 
@@ -399,7 +378,7 @@ def write_all(results_path: Path, docs: Path, cfg, base_dir: Path, base_eval: di
             "base": {"dir": base_dir.name, **base_eval}, "runs": runs, "lr_grid": grid,
             "chosen_lr": {m: lr for m, lr in chosen.items()}, "summary": summary, "paired": paired,
             "gt_styles": gt_paired, "invocations": calls}
-    atomic_write(Path(results_path), json.dumps(data, indent=1))
+    write_text_atomically(Path(results_path), json.dumps(data, indent=1))
     if ok:
         plot_curves(Path(docs), base_eval, reported_groups(runs, chosen))
         failed = [f"{r['method']} lr {r['lr']:.0e} s{r['seed']}" for r in runs if "failed" in r]

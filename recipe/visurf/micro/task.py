@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from data_prep.synthetic import GRID_PARTS, GRID_TASKS, generate
-from recipe.visurf.micro.results import write_atomically
+from verl_ext.atomic_io import write_atomically, write_text_atomically
 
 PARTS = GRID_PARTS  # target parts: a = known concept, b = new concept, c = non-object, d = reasoning
 
@@ -70,7 +70,7 @@ def make_task(out_dir: str | Path, spec: TaskSpec = TaskSpec()) -> TaskFiles:
     generate("grid_target", spec.n_val, spec.val_seed, str(files.val), image_size=s, split="val")
     generate("grid_target", spec.n_test, spec.test_seed, str(files.test), image_size=s, split="test")
     generate("grid_source", spec.n_retention, spec.retention_seed, str(files.retention), image_size=s, split="test")
-    marker.write_text(json.dumps(asdict(spec)))
+    write_text_atomically(marker, json.dumps(asdict(spec)))
     return files
 
 
