@@ -65,13 +65,6 @@ FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen3_5_dir(tmp_path_factory) -> Path:
-    from verl_ext.tiny import TinySpec, build_tiny
-
-    return build_tiny(tmp_path_factory.mktemp("tiny-qwen3_5") / "model", TinySpec(family="qwen3_5"))
-
-
-@pytest.fixture(scope="module")
 def tiny_dirs(tiny_model_dir, tiny_qwen3_vl_dir, tiny_qwen3_5_dir) -> dict[str, Path]:
     return {"qwen2_5_vl": tiny_model_dir, "qwen3_vl": tiny_qwen3_vl_dir, "qwen3_5": tiny_qwen3_5_dir}
 
@@ -112,6 +105,10 @@ def test_tiny_qwen3_models_with_qwen3_vl_chat_template(tiny_dirs, family, cls):
     # Qwen3-VL has no default system message (Qwen2.5-VL's template adds "You are a helpful assistant.")
     assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
     assert "system" not in text and "Please find" in text
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    from verl_ext.coords import model_coords
+
+    assert model_coords(model_dir) == "rel1000"
 
 
 def test_build_model_inputs_equals_the_qwen3_vl_processor_output(tiny_qwen3_vl_dir):
