@@ -205,3 +205,82 @@ def test_startup_checks_every_row_not_only_the_sampled_ones(tmp_path, tiny_qwen3
     with pytest.raises(ValueError, match=r"typo.parquet row 11 .*extra_info\['coords'\] must be one of"):
         prepare_config(_config(tiny_qwen3_vl_dir, tmp_path / "typo.parquet"))
 
+
+# ----------------------------------------------------------------------------- evaluation
+def _pred(tmp_path, name, lines):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_evaluation_metrics_are_in_frame_pixels_whatever_the_convention(tmp_path):
+    """The same perfect box answered by a Qwen2.5-VL (abs840) and a Qwen3-VL (rel1000) gets the same
+    metrics; the rel1000 numbers read as absolute pixels do not. Hand-computed (inclusive pixel boxes
+    rasterised on the 840 frame): [100, 200, 500, 840 (clipped)] against [84, 168, 420, 840]:
+    intersection 321 x 640 = 205440, union 401 x 640 + 337 x 672 - 205440 = 277664, IoU 0.7399."""
+    from recipe.visurf.evaluate import evaluate
+
+    line = {"id": "r0", "data_source": "refcocog", "ground_truth": LABEL}
+    abs_p = _pred(tmp_path, "abs.jsonl", [{**line, "response": ABS_ANSWER}])
+    rel_p = _pred(tmp_path, "rel.jsonl", [{**line, "response": REL_ANSWER}])
+    keyed = _pred(tmp_path, "keyed.jsonl", [{**line, "response": REL_ANSWER, "coords": "rel1000"}])
+    qwen25 = evaluate(predictions=abs_p, out=tmp_path / "e_abs", write=False)
+    qwen3 = evaluate(predictions=rel_p, out=tmp_path / "e_rel", write=False, coords="rel1000")
+    from_line = evaluate(predictions=keyed, out=tmp_path / "e_keyed", write=False)  # the line's own key
+    misread = evaluate(predictions=rel_p, out=tmp_path / "e_mis", write=False)  # default abs840
+    for report in (qwen25, qwen3, from_line):
+        assert report["metrics"]["overall"]["gIoU"] == 1.0 and report["metrics"]["overall"]["BboxAcc"] == 1.0
+    assert qwen25["protocol"]["options"]["coords"] == "abs840"
+    assert qwen3["protocol"]["options"]["coords"] == from_line["protocol"]["options"]["coords"] == "rel1000"
+    assert misread["metrics"]["overall"]["gIoU"] == pytest.approx(205440 / 277664)
+    with pytest.raises(ValueError, match="says coords 'rel1000', --coords says 'abs840'"):
+        evaluate(predictions=keyed, out=tmp_path / "e_clash", write=False, coords="abs840")
+
+
+def test_evaluation_public_reader_maps_rel1000_into_the_frame(tmp_path):
+    """The public reader's own factor (``int(v * factor + 0.5)``) with factor 0.84: the rel1000 answer
+    [100, 200, 500, 1000] is read as [84, 168, 420, 840], the label itself."""
+    from recipe.visurf import eval_scoring as S
+
+    parsed = S.parse_response(REL_ANSWER, "grounding", reader="visionreasoner", coords="rel1000")
+    assert parsed.boxes.tolist() == [[84, 168, 420, 840]] and parsed.points.tolist() == [[252, 504]]
+    assert S.parse_response(REL_ANSWER, "gui", coords="rel1000").points.tolist() == [[252, 504]]
+
+
+def test_evaluation_generate_detects_qwen3_vl_and_stops_on_abs840_prompts(tmp_path, tiny_qwen3_vl_dir):
+    from data_prep.synthetic import generate
+    from recipe.visurf.evaluate import PREDICTIONS, evaluate
+
+    generate("grounding", 2, 0, str(tmp_path / "rel.parquet"), image_size=56, coords="rel1000")
+    generate("grounding", 2, 0, str(tmp_path / "abs.parquet"), image_size=56)
+    report = evaluate([str(tmp_path / "rel.parquet")], str(tiny_qwen3_vl_dir), tmp_path / "e", max_new_tokens=4,
+                      write=False)
+    assert report["protocol"]["options"]["coords"] == "rel1000" and report["n"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "e" / PREDICTIONS).read_text().splitlines()]
+    assert [line["coords"] for line in lines] == ["rel1000", "rel1000"]
+    with pytest.raises(ValueError, match=r"prepared for abs840 .*--coords rel1000"):
+        evaluate([str(tmp_path / "abs.parquet")], str(tiny_qwen3_vl_dir), tmp_path / "e2", max_new_tokens=4)
+
+
+# ----------------------------------------------------------------------------- data_prep.to_sft
+def test_to_sft_writes_the_answer_in_the_convention_the_prompt_declares(tmp_path):
+    import pyarrow.parquet as pq
+
+    from data_prep.common import DataPrepError
+    from data_prep.synthetic import generate
+    from data_prep.to_sft import convert
+
+    generate("grounding", 2, 0, str(tmp_path / "rel.parquet"), image_size=56, coords="rel1000")
+    generate("grounding", 2, 0, str(tmp_path / "abs.parquet"), image_size=56)
+    assert convert(tmp_path / "rel.parquet", tmp_path / "rel_sft.parquet") == 2
+    assert convert(tmp_path / "abs.parquet", tmp_path / "abs_sft.parquet") == 2
+    rel, ab = pq.read_table(tmp_path / "rel_sft.parquet").to_pylist(), pq.read_table(tmp_path / "abs_sft.parquet").to_pylist()
+    for r, a in zip(rel, ab):
+        label = r["reward_model"]["ground_truth"]
+        assert label == a["reward_model"]["ground_truth"]  # the same canonical label
+        assert r["messages"][-1]["content"] == align_gt(label, "grounding", coords="rel1000")
+        assert a["messages"][-1]["content"] == align_gt(label, "grounding")
+        assert r["messages"][0]["content"].endswith(C.prompt_hint("rel1000"))
+    assert any(r["messages"][-1] != a["messages"][-1] for r, a in zip(rel, ab))  # some row has a box
+    with pytest.raises(DataPrepError, match=r"row 0 .*prepared for abs840 .*--coords says rel1000"):
+        convert(tmp_path / "abs.parquet", tmp_path / "x.parquet", coords="rel1000")
