@@ -260,6 +260,15 @@ def test_evaluation_generate_detects_qwen3_vl_and_stops_on_abs840_prompts(tmp_pa
     assert [line["coords"] for line in lines] == ["rel1000", "rel1000"]
     with pytest.raises(ValueError, match=r"prepared for abs840 .*--coords rel1000"):
         evaluate([str(tmp_path / "abs.parquet")], str(tiny_qwen3_vl_dir), tmp_path / "e2", max_new_tokens=4)
+    # --prompt-style rebuilds the prompts from the question for the model's convention: no mismatch left
+    from recipe.visurf.eval_backends import iter_rows
+    from recipe.visurf.evaluate import restyle_prompt
+
+    row = restyle_prompt(next(iter_rows([str(tmp_path / "abs.parquet")])), "visurf", "rel1000")
+    assert row["prompt"][0]["content"].endswith(C.prompt_hint("rel1000"))
+    report = evaluate([str(tmp_path / "abs.parquet")], str(tiny_qwen3_vl_dir), tmp_path / "e3", max_new_tokens=4,
+                      prompt_style="visurf", write=False)
+    assert report["n"] == 2 and report["protocol"]["options"]["coords"] == "rel1000"
 
 
 # ----------------------------------------------------------------------------- data_prep.to_sft

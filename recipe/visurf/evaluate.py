@@ -173,8 +173,8 @@ def generate_predictions(data: Sequence[str], model: str, out_dir: Path, *, back
     """Generate the missing predictions into ``out_dir/predictions.jsonl``; returns (records, images
     by ``(data_source, id)``, the model's coordinate convention). ``prompt_style``: rebuild every prompt
     in that style (None: the parquet's prompts as written); recorded in each line, a resumed run must use
-    the same. ``coords``: the model's convention (None: detected, ``model_convention``); every row's
-    prompt must have been prepared for it (``check_row_coords``); a convention other than ``abs840`` is
+    the same. ``coords``: the model's convention (None: detected, ``model_convention``); without
+    ``prompt_style`` every row's prompt must have been prepared for it (``check_row_coords``); a convention other than ``abs840`` is
     recorded in each line (``coords``), a resumed run must have the same. The model is resolved (a verl
     checkpoint merged) only when a row is left to generate; otherwise the convention is ``coords`` or the
     lines'."""
@@ -202,9 +202,10 @@ def generate_predictions(data: Sequence[str], model: str, out_dir: Path, *, back
     if done and done_coords != {coords}:
         raise ValueError(f"{pred_path}: predictions were generated in coordinates {sorted(done_coords)}, "
                          f"this run's model answers in {coords}; use another --out")
-    for row in rows:
-        check_row_coords(row, coords)
-    if prompt_style is not None:
+    if prompt_style is None:  # the parquet's prompts: they must ask for the model's convention
+        for row in rows:
+            check_row_coords(row, coords)
+    else:  # rebuilt from the question for the model's convention, whatever the file was prepared for
         rows = [restyle_prompt(r, prompt_style, coords) for r in rows]
         todo = [r for r in rows if B.sample_key(r) not in done_keys]
     logger.info("%d rows, %d already in %s, %d to generate", len(rows), len(rows) - len(todo), pred_path, len(todo))
