@@ -145,7 +145,8 @@ def test_data_prep_writes_canonical_labels_and_declares_the_prompt_convention(tm
     a, r = pd.read_parquet(tmp_path / "abs.parquet"), pd.read_parquet(tmp_path / "rel.parquet")
     assert "coords" not in a.extra_info[0]  # the paper's files are unchanged
     assert r.extra_info[0]["coords"] == "rel1000"
-    assert list(a.reward_model.map(lambda m: m["ground_truth"])) == list(r.reward_model.map(lambda m: m["ground_truth"]))
+    labels = lambda df: list(df.reward_model.map(lambda m: m["ground_truth"]))  # noqa: E731
+    assert labels(a) == labels(r)
     assert r.prompt[0][0]["content"] == a.prompt[0][0]["content"] + C.prompt_hint("rel1000")
 
 
@@ -283,7 +284,8 @@ def test_to_sft_writes_the_answer_in_the_convention_the_prompt_declares(tmp_path
     generate("grounding", 2, 0, str(tmp_path / "abs.parquet"), image_size=56)
     assert convert(tmp_path / "rel.parquet", tmp_path / "rel_sft.parquet") == 2
     assert convert(tmp_path / "abs.parquet", tmp_path / "abs_sft.parquet") == 2
-    rel, ab = pq.read_table(tmp_path / "rel_sft.parquet").to_pylist(), pq.read_table(tmp_path / "abs_sft.parquet").to_pylist()
+    rel = pq.read_table(tmp_path / "rel_sft.parquet").to_pylist()
+    ab = pq.read_table(tmp_path / "abs_sft.parquet").to_pylist()
     for r, a in zip(rel, ab):
         label = r["reward_model"]["ground_truth"]
         assert label == a["reward_model"]["ground_truth"]  # the same canonical label

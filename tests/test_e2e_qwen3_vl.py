@@ -112,6 +112,11 @@ def test_every_row_was_scored_in_0_1000(visurf_run):
 def test_grpo_on_qwen3_vl_two_steps(tmp_path, tiny_qwen3_vl_dir, rel_data):
     from pathlib import Path
 
+    from data_prep.synthetic import DATA_SOURCE
+    from verl_ext.rewards import compute_score
+
+    # a random model scores the same on every rollout; the test reward (the recipe's task score, read in
+    # the run's convention from extra_info["coords"], + a length term) makes the groups vary
     reward = Path(__file__).parent / "assets" / "varying_reward.py"
     run = run_recipe(tmp_path, tiny_qwen3_vl_dir, rel_data, "visurf.enable=False",
                      f"reward.custom_reward_function.path={reward}")
@@ -120,6 +125,9 @@ def test_grpo_on_qwen3_vl_two_steps(tmp_path, tiny_qwen3_vl_dir, rel_data):
     for step in (1, 2):
         rows, m = run.rollouts[step], run.step(step)
         assert len(rows) == PROMPTS * G and not any(r["is_gt"] for r in rows)
+        for row in rows:  # the dumped score is that reward on the decoded response (no boxes to tell conventions apart)
+            task = compute_score(DATA_SOURCE["grounding"], row["output"], row["gts"], {"coords": "rel1000"})
+            assert row["score"] == pytest.approx(task["score"] + (len(row["output"]) % 7) / 7.0)
         assert m["actor/grad_norm"] > 0 and math.isfinite(m["actor/pg_loss"])
         assert not any(k.startswith("visurf/gt_") for k in m)
     assert run.step(2)["training/rollout_actor_probs_pearson_corr"] > 0.95

@@ -2,9 +2,10 @@
 
 No GPU here: each ``examples/run_qwen2_5_vl_7b_*.sh`` runs with ``DRY_RUN=1`` (prints the command,
 composes + validates the config through ``recipe.visurf.dry_run``, starts nothing) against the tiny
-local Qwen2.5-VL and a synthetic grounding parquet; each ``examples/run_qwen3_vl_8b_*.sh`` against the
-tiny local Qwen3-VL and the same rows prepared for its convention (``--coords rel1000``). The scripts run concurrently (each is mostly
-verl's import time). The converter's output is loaded with verl's own ``MultiTurnSFTDataset``.
+local Qwen2.5-VL and a synthetic grounding parquet; each ``examples/run_qwen3_vl_8b_*.sh`` against
+the tiny local Qwen3-VL and the same rows prepared for its convention (``--coords rel1000``). The
+scripts run concurrently (each is mostly verl's import time). The converter's output is loaded with
+verl's own ``MultiTurnSFTDataset``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Build a tiny random Qwen2.5-VL or Qwen3-VL (model + tokenizer + processor) offline, deterministically.
 
-    python -m verl_ext.tiny --out DIR [--family qwen2_5_vl|qwen3_vl|qwen3_5] [--hidden 64] [--layers 2] [--vocab 1000] [--seed 0]
+    python -m verl_ext.tiny --out DIR [--family qwen2_5_vl|qwen3_vl|qwen3_5] [--hidden 64] [--layers 2]
+                            [--vocab 1000] [--seed 0]
 
 The result loads with ``AutoModelForImageTextToText.from_pretrained(DIR)`` and
 ``AutoProcessor.from_pretrained(DIR)``. The tokenizer is a ByteLevel BPE trained on local

@@ -174,8 +174,9 @@ def generate_predictions(data: Sequence[str], model: str, out_dir: Path, *, back
     by ``(data_source, id)``, the model's coordinate convention). ``prompt_style``: rebuild every prompt
     in that style (None: the parquet's prompts as written); recorded in each line, a resumed run must use
     the same. ``coords``: the model's convention (None: detected, ``model_convention``); without
-    ``prompt_style`` every row's prompt must have been prepared for it (``check_row_coords``); a convention other than ``abs840`` is
-    recorded in each line (``coords``), a resumed run must have the same. The model is resolved (a verl
+    ``prompt_style`` every row's prompt must have been prepared for it (``check_row_coords``); a
+    convention other than ``abs840`` is recorded in each line (``coords``), a resumed run must have the
+    same. The model is resolved (a verl
     checkpoint merged) only when a row is left to generate; otherwise the convention is ``coords`` or the
     lines'."""
     from tqdm import tqdm
