@@ -54,6 +54,8 @@ from verl_ext.constants import (
     prompt_style,
     task_of,
 )
+from verl_ext.coords import COORDS, DEFAULT_COORDS, prompt_hint
+from verl_ext.coords import EXTRA_INFO_KEY as COORDS_KEY
 
 logger = logging.getLogger("data_prep")
 
@@ -323,6 +325,15 @@ ROW_SCHEMA = pa.schema(
 )
 
 
+def row_schema(coords: str = DEFAULT_COORDS) -> pa.Schema:
+    """The output schema: ``ROW_SCHEMA``, plus ``extra_info.coords`` (string) for a coordinate convention
+    other than the default ``abs840`` (so the paper's files stay exactly as they were)."""
+    if coords == DEFAULT_COORDS:
+        return ROW_SCHEMA
+    extra = pa.struct([*EXTRA_INFO_TYPE, (COORDS_KEY, pa.string())])
+    return ROW_SCHEMA.set(ROW_SCHEMA.get_field_index("extra_info"), pa.field("extra_info", extra))
+
+
 def build_row(
     *,
     data_source: str,
@@ -385,12 +396,20 @@ def _positive_whole(v) -> bool:
     return bool(np.isfinite(v)) and float(v) == int(v) and v > 0
 
 
-def apply_prompt_style(row: dict, style: str) -> dict:
-    """``row`` with its prompt rebuilt in prompt style ``style`` from ``extra_info`` (task,
-    question), i.e. exactly what :func:`build_row` would have written with ``style``."""
+def apply_prompt_style(row: dict, style: str, coords: str = DEFAULT_COORDS) -> dict:
+    """``row`` with its prompt rebuilt in prompt style ``style`` and coordinate convention ``coords``
+    (``verl_ext.coords``) from ``extra_info`` (task, question), i.e. exactly what :func:`build_row` would
+    have written with them. A convention other than the default ``abs840`` is declared in
+    ``extra_info["coords"]`` (the recipe's start-up check compares it with the run's); labels are not
+    touched (always the 840 frame). Rows whose prompt is not a task template (synthetic grid rows) keep it
+    and get the convention's sentence appended."""
+    ei = row["extra_info"]
     if style != DEFAULT_PROMPT_STYLE:
-        ei = row["extra_info"]
-        row["prompt"] = [{"role": "user", "content": build_prompt(ei["task"], ei["question"], style)}]
+        row["prompt"] = [{"role": "user", "content": build_prompt(ei["task"], ei["question"], style, coords)}]
+    elif coords != DEFAULT_COORDS and ei.get("task") != "math":  # build_prompt's hint, after the row's prompt
+        row["prompt"] = [{**row["prompt"][0], "content": row["prompt"][0]["content"] + prompt_hint(coords)}]
+    if coords != DEFAULT_COORDS:
+        ei[COORDS_KEY] = coords
     return row
 
 
@@ -677,6 +696,10 @@ def make_parser(prog: str, description: str, example: str, default_format: str =
     p.add_argument("--prompt-style", choices=tuple(PROMPT_STYLES), default=DEFAULT_PROMPT_STYLE,
                    help=f"prompt templates (verl_ext/constants.py PROMPT_STYLES; default {DEFAULT_PROMPT_STYLE}; "
                         "visionreasoner = the public VisionReasoner/ViSurf DETECTION_TEMPLATE / MATH_TEMPLATE)")
+    p.add_argument("--coords", choices=COORDS, default=DEFAULT_COORDS,
+                   help=f"coordinate convention the prompts ask for (verl_ext/coords.py; default {DEFAULT_COORDS}, "
+                        "the paper's Qwen2.5-VL absolute 840-frame pixels; rel1000 = Qwen3-VL / Qwen3.5, relative "
+                        "0-1000, declared in extra_info.coords). Labels are always written in the 840 frame")
     return p
 
 
@@ -709,9 +732,11 @@ def convert_all(
     progress: bool = True,
     row_group_rows: int | None = None,
     prompt_style: str = DEFAULT_PROMPT_STYLE,
+    coords: str = DEFAULT_COORDS,
 ) -> Summary:
     """Convert ``records`` with ``convert`` into ``out``; returns the :class:`Summary`.
-    Prompts are written in ``prompt_style`` (:func:`apply_prompt_style`).
+    Prompts are written in ``prompt_style`` for the coordinate convention ``coords``
+    (:func:`apply_prompt_style`).
 
     Raises RowError (``strict``) or DataPrepError; in both cases (and on interruption) no
     output file is written. Also raises DataPrepError when no row at all was produced.
@@ -725,7 +750,8 @@ def convert_all(
     first_row: dict[str, int] = {}  # row id -> its index in the output (ids are unique in one file)
     it = ordered_map(convert, opts, _limited(records, limit, summary), workers)
     try:
-        with AtomicParquetWriter(out, row_group_rows=row_group_rows or ROW_GROUP_ROWS) as writer, tqdm(
+        with AtomicParquetWriter(out, schema=row_schema(coords), row_group_rows=row_group_rows or ROW_GROUP_ROWS) \
+                as writer, tqdm(
             total=limit, unit="rec", disable=not progress, desc=data_source, file=sys.stderr, leave=False
         ) as bar:
             for ok, result in it:
@@ -744,7 +770,7 @@ def convert_all(
                     continue
                 for row in result:
                     first_row[row["extra_info"]["id"]] = writer.rows_written
-                    apply_prompt_style(row, prompt_style)
+                    apply_prompt_style(row, prompt_style, coords)
                     row["extra_info"]["index"] = writer.rows_written
                     writer.write(row)
                     summary.add(row)
@@ -807,6 +833,7 @@ def run_cli(
             strict=args.strict,
             progress=not args.quiet,
             prompt_style=getattr(args, "prompt_style", DEFAULT_PROMPT_STYLE),
+            coords=getattr(args, "coords", DEFAULT_COORDS),
         )
     except RowError as e:
         print(f"error ({e.reason}): {e.message}\n(--strict: aborted, no output written)", file=sys.stderr)

@@ -60,6 +60,7 @@ from data_prep.common import (
     run_cli,
 )
 from verl_ext.constants import FRAME
+from verl_ext.coords import DEFAULT_COORDS
 
 COLORS = {
     "red": (220, 40, 40),
@@ -352,11 +353,13 @@ def generate(
     split: str = "train",
     workers: int = 1,
     progress: bool = False,
+    coords: str = DEFAULT_COORDS,
 ) -> Summary:
     """Write ``n`` synthetic rows of ``task`` (a key of ``DATA_SOURCE``) to the parquet ``out``
     (atomically) and return the :class:`~data_prep.common.Summary` (``.rows``, ``.out`` ...).
 
-    Images are ``image_size`` x ``image_size``; label coordinates are in the 840 frame.
+    Images are ``image_size`` x ``image_size``; label coordinates are in the 840 frame; the prompts ask
+    for the coordinate convention ``coords`` (``verl_ext.coords``; ``rel1000`` for a Qwen3-VL policy).
     """
     if task not in DATA_SOURCE:
         raise ValueError(f"unknown synthetic task {task!r} ({', '.join(DATA_SOURCE)})")
@@ -367,7 +370,7 @@ def generate(
     opts = SynthOpts(task=task, seed=seed, image_size=image_size, image_format=image_format, split=split)
     return convert_all(
         data_source=DATA_SOURCE[task], records=range(n), convert=convert, opts=opts, out=out,
-        workers=workers, strict=True, progress=progress,
+        workers=workers, strict=True, progress=progress, coords=coords,
     )
 
 

@@ -9,7 +9,11 @@ rendered by the recipe's own function (``verl_ext.visurf.reward_control.render_g
 (JSON string, list / numpy array of objects, one dict, number, string) and every ``data_source``
 (the project's table, verl's ``openai/gsm8k`` etc. with ``--gt-template '#### {answer}'``, a
 user's own) converts, and a label the GT injection rejects is rejected here with the same
-message (``verl_ext/rewards/labels.py``). ``images`` are copied unchanged,
+message (``verl_ext/rewards/labels.py``). Coordinates are written in the convention the row's prompt
+asks for (``extra_info["coords"]``, missing = the paper's ``abs840``; ``verl_ext.coords``): a file
+prepared with ``data_prep --coords rel1000`` for Qwen3-VL gets 0-1000 answers, e.g. the 840-frame box
+``[84, 168, 420, 840]`` as ``[100, 200, 500, 1000]``; ``--coords`` checks every object row declares that
+convention. ``images`` are copied unchanged,
 so verl's ``MultiTurnSFTDataset`` (``verl.trainer.sft_trainer``, ``data.messages_key=messages``,
 image column ``images``) replaces each ``<image>`` with its image. ``data_source``, ``ability``,
 ``reward_model`` and ``extra_info`` are carried over for traceability.
@@ -31,7 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.common import AtomicParquetWriter, DataPrepError
-from verl_ext.constants import ANSWER_TEMPLATE
+from verl_ext.constants import ANSWER_TEMPLATE, DATA_SOURCE_TASK
+from verl_ext.coords import COORDS, declared_coords
 from verl_ext.rewards.labels import is_missing
 from verl_ext.visurf.config import VisurfConfig
 from verl_ext.visurf.reward_control import render_gt
@@ -61,10 +66,25 @@ def _row_name(index: int, row: dict) -> str:
     return f"row {index}" + (f" (id {rid!r}" if rid else " (") + f", data_source {row.get('data_source')!r})"
 
 
-def sft_messages(row: dict, control: VisurfConfig, index: int = 0) -> list[dict]:
-    """The SFT ``messages`` of one RL row: its prompt turns + the aligned GT as the assistant turn.
+def row_coords(row: dict, expected: str | None = None, where: str = "row") -> str:
+    """The coordinate convention of a row's GT answer: the one its prompt declares
+    (``verl_ext.coords.declared_coords(extra_info)``). DataPrepError naming the row for an invalid value,
+    or when ``expected`` is given and an object-task row declares another."""
+    try:
+        declared = declared_coords(row.get("extra_info"))
+    except ValueError as e:
+        raise DataPrepError(f"{where}: {e}") from None
+    if expected is not None and declared != expected and DATA_SOURCE_TASK.get(row.get("data_source")) != "math":
+        raise DataPrepError(f"{where}: its prompt was prepared for {declared} coordinates (extra_info.coords), "
+                            f"--coords says {expected}; re-run data_prep with --coords {expected}")
+    return declared
 
-    Raises DataPrepError naming the row when the prompt, images or label are unusable.
+
+def sft_messages(row: dict, control: VisurfConfig, index: int = 0, coords: str | None = None) -> list[dict]:
+    """The SFT ``messages`` of one RL row: its prompt turns + the aligned GT as the assistant turn, its
+    coordinates in the convention the prompt declares (``row_coords``; ``coords``: the one expected).
+
+    Raises DataPrepError naming the row when the prompt, images, label or convention are unusable.
     """
     where = _row_name(index, row)
     prompt = row.get("prompt")
@@ -87,18 +107,21 @@ def sft_messages(row: dict, control: VisurfConfig, index: int = 0) -> list[dict]
     ground_truth = reward_model.get("ground_truth") if isinstance(reward_model, dict) else None
     if is_missing(ground_truth):
         raise DataPrepError(f"{where}: reward_model.ground_truth is missing or empty")
+    convention = row_coords(row, coords, where)
     try:  # the GT injection's rendering (gt_injection.gt_response_texts), any label form and data_source
         answer = render_gt(ground_truth, str(row.get("data_source")), align=control.align,
-                           template=control.gt_template)
+                           template=control.gt_template, coords=convention)
     except ValueError as e:
         raise DataPrepError(f"{where}: {e}") from None
     return [{"role": t["role"], "content": t["content"]} for t in prompt] + [{"role": "assistant", "content": answer}]
 
 
 def convert(
-    src: str | os.PathLike, out: str | os.PathLike, *, align: bool = True, gt_template: str = ANSWER_TEMPLATE
+    src: str | os.PathLike, out: str | os.PathLike, *, align: bool = True, gt_template: str = ANSWER_TEMPLATE,
+    coords: str | None = None,
 ) -> int:
-    """Convert the RL parquet ``src`` into the SFT parquet ``out`` (atomically); returns the rows written."""
+    """Convert the RL parquet ``src`` into the SFT parquet ``out`` (atomically); returns the rows written.
+    ``coords``: the convention every object row must declare (None: each row's own, ``row_coords``)."""
     src = os.fspath(src)
     if not os.path.isfile(src):
         raise DataPrepError(f"missing input parquet: {src}")
@@ -127,7 +150,7 @@ def convert(
     with AtomicParquetWriter(out, schema=schema) as writer:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS):
             for row in batch.to_pylist():
-                new = {MESSAGES_KEY: sft_messages(row, control, index)}
+                new = {MESSAGES_KEY: sft_messages(row, control, index, coords)}
                 if IMAGE_KEY in schema_in.names:
                     new[IMAGE_KEY] = row.get(IMAGE_KEY) or []
                 new.update({c: row.get(c) for c in carried})
@@ -157,10 +180,18 @@ def main(argv: list[str] | None = None) -> int:
         default=ANSWER_TEMPLATE,
         help=f"answer template with {{answer}} (as visurf.gt_template; default {ANSWER_TEMPLATE!r})",
     )
+    parser.add_argument(
+        "--coords",
+        choices=COORDS,
+        default=None,
+        help="coordinate convention of the answers (verl_ext/coords.py); default: each row's own, "
+        "extra_info.coords as data_prep --coords wrote it (missing: abs840). Given: every object row must "
+        "declare it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        n = convert(args.src, args.out, align=not args.no_align, gt_template=args.gt_template)
+        n = convert(args.src, args.out, align=not args.no_align, gt_template=args.gt_template, coords=args.coords)
     except DataPrepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

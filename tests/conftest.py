@@ -36,6 +36,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_vl_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen3-VL (``python -m verl_ext.tiny --family qwen3_vl``): relative 0-1000 coordinates."""
+    from verl_ext.tiny import TinySpec, build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny-qwen3vl") / "model", TinySpec(family="qwen3_vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_5_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen3.5 (``python -m verl_ext.tiny --family qwen3_5``): relative 0-1000 coordinates."""
+    from verl_ext.tiny import TinySpec, build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny-qwen3_5") / "model", TinySpec(family="qwen3_5"))
+
+
+@pytest.fixture(scope="session")
 def grounding_data(tmp_path_factory) -> dict[str, Path]:
     """Synthetic grounding parquets: 16 train rows, 4 val rows (112 px images, 840-frame labels)."""
     from data_prep.synthetic import generate

@@ -2,8 +2,10 @@
 
 No GPU here: each ``examples/run_qwen2_5_vl_7b_*.sh`` runs with ``DRY_RUN=1`` (prints the command,
 composes + validates the config through ``recipe.visurf.dry_run``, starts nothing) against the tiny
-local Qwen2.5-VL and a synthetic grounding parquet. The scripts run concurrently (each is mostly
-verl's import time). The converter's output is loaded with verl's own ``MultiTurnSFTDataset``.
+local Qwen2.5-VL and a synthetic grounding parquet; each ``examples/run_qwen3_vl_8b_*.sh`` against
+the tiny local Qwen3-VL and the same rows prepared for its convention (``--coords rel1000``). The
+scripts run concurrently (each is mostly verl's import time). The converter's output is loaded with
+verl's own ``MultiTurnSFTDataset``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ N_ROWS = 8
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+def paths(tmp_path_factory, tiny_model_dir, tiny_qwen3_vl_dir) -> dict[str, Path]:
     from data_prep.synthetic import generate
     from data_prep.to_sft import convert
 
@@ -32,7 +34,10 @@ def paths(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     generate("grounding", N_ROWS, 0, str(rl), image_size=112)
     sft = root / "train_for_sft.parquet"
     assert convert(rl, sft) == N_ROWS
-    return {"root": root, "model": tiny_model_dir, "rl": rl, "sft": sft}
+    rl_rel = root / "train_rel1000.parquet"
+    generate("grounding", N_ROWS, 0, str(rl_rel), image_size=112, coords="rel1000")
+    return {"root": root, "model": tiny_model_dir, "rl": rl, "sft": sft, "qwen3_vl": tiny_qwen3_vl_dir,
+            "rl_rel": rl_rel}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -53,8 +58,12 @@ class Runs:
             "CKPT_DIR": str(paths["root"] / "ckpt"),
             "DRY_RUN": "1",
         }
+        qwen3 = {**common, "MODEL_PATH": str(paths["qwen3_vl"]), "TRAIN_FILES": str(paths["rl_rel"]),
+                 "VAL_FILES": str(paths["rl_rel"])}
         jobs = {
             "visurf": ("run_qwen2_5_vl_7b_visurf.sh", common, []),
+            "qwen3_visurf": ("run_qwen3_vl_8b_visurf.sh", qwen3, []),
+            "qwen3_grpo": ("run_qwen3_vl_8b_grpo.sh", qwen3, []),
             # stage 1 = run_qwen2_5_vl_7b_sft.sh (SFT parquet given, the val one to be converted: printed, not
             # written), stage 2 = run_qwen2_5_vl_7b_grpo.sh; the extra arg goes to stage 2
             "sft_then_grpo": (
@@ -220,6 +229,37 @@ def test_visurf_script_prints_the_paper_command_and_validates(runs, paths):
     assert _field(out, "KL") == "off"
     assert _field(out, "rollout").startswith("vllm, temperature 1.0")
     assert _field(out, "model").endswith("(qwen2_5_vl)")  # a local model: its HF config was read
+    assert _field(out, "coordinates").startswith("abs840 ")  # visurf.coords=auto: Qwen2.5-VL's
+
+
+@pytest.mark.parametrize("name", ["qwen3_visurf", "qwen3_grpo"])
+def test_qwen3_vl_scripts_print_the_paper_command_in_0_1000_coordinates(runs, paths, name):
+    """The Qwen3-VL scripts: the 7B script's settings, the Qwen3-VL model, ``visurf.coords=rel1000``;
+    validated against the tiny Qwen3-VL on rows prepared with ``--coords rel1000``."""
+    out = _ok(runs[name])
+    command = out.split("[validate_config]")[0]
+    visurf = name == "qwen3_visurf"
+    for override in PAPER_OVERRIDES + (f"visurf.enable={visurf}", "visurf.coords=rel1000",
+                                       f"actor_rollout_ref.model.path={paths['qwen3_vl']}",
+                                       f"trainer.experiment_name=qwen3_vl_8b_{'visurf' if visurf else 'grpo'}"):
+        assert f"\n    {override} \\\n" in command, override
+    assert "dry run (RL): config valid" in out
+    assert _field(out, "coordinates").startswith("rel1000 ")
+    assert _field(out, "model").endswith("(qwen3_vl)")
+    assert _field(out, "batch rows / step") == ("144 = 16 x 9" if visurf else "128 = 16 x 8")
+    assert _field(out, "advantage estimator") == ("visurf" if visurf else "grpo")
+
+
+def test_qwen3_vl_script_on_qwen2_5_vl_data_stops_naming_the_fix(paths, capsys):
+    """The dry-run CLI the script ``exec``s, with the Qwen3-VL script's ``visurf.coords=rel1000`` on rows
+    prepared for the Qwen2.5-VL prompts: stopped at start-up, naming the row and data_prep's --coords."""
+    from recipe.visurf.dry_run import main
+
+    assert main(["actor_rollout_ref.rollout.name=vllm", "trainer.n_gpus_per_node=8", "visurf.coords=rel1000",
+                 f"actor_rollout_ref.model.path={paths['qwen3_vl']}", f"data.train_files={paths['rl']}",
+                 f"data.val_files={paths['rl']}"]) == 1
+    err = capsys.readouterr().err
+    assert f"{paths['rl']} row 0" in err and "prepared for abs840" in err and "--coords rel1000" in err
 
 
 @pytest.mark.parametrize(

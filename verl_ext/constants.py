@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from verl_ext.coords import DEFAULT_COORDS, prompt_hint  # stdlib only; imports nothing from here at load
+
 # --------------------------------------------------------------------------------------------
 # Geometry (docs/METHOD.md §4, §5)
 # --------------------------------------------------------------------------------------------
@@ -231,10 +233,12 @@ def prompt_style(name: str) -> PromptStyle:
         raise ValueError(f"unknown prompt style {name!r}; known: {', '.join(PROMPT_STYLES)}") from None
 
 
-def build_prompt(task: str, question: str, style: str = DEFAULT_PROMPT_STYLE) -> str:
+def build_prompt(task: str, question: str, style: str = DEFAULT_PROMPT_STYLE, coords: str = DEFAULT_COORDS) -> str:
     """The user message text for ``task`` in prompt style ``style`` (exactly one ``<image>``):
     ``templates[task].format(question=q)`` with ``q = question.lower().strip(lower_strip)`` when
-    the style normalises questions, else ``q = question``."""
+    the style normalises questions, else ``q = question``; for an object task (not math) followed by
+    the coordinate convention's sentence ``verl_ext.coords.prompt_hint(coords)`` — empty for the
+    paper's ``abs840``, so its prompts are unchanged; ``rel1000`` (Qwen3-VL) states the 0-1000 scale."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     ps = prompt_style(style)
@@ -242,4 +246,5 @@ def build_prompt(task: str, question: str, style: str = DEFAULT_PROMPT_STYLE) ->
         raise ValueError(f"prompt style {style!r} has no template for task {task!r} "
                          f"(it covers {', '.join(ps.templates)})")
     q = question.lower().strip(ps.lower_strip) if ps.lower_strip is not None else question
-    return ps.templates[task].format(question=q)
+    hint = prompt_hint(coords) if task != "math" else ""
+    return ps.templates[task].format(question=q) + hint

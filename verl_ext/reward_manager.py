@@ -22,7 +22,8 @@ manager is not written into verl's ``REWARD_MANAGER`` registry)::
 Scores come from
 ``reward.custom_reward_function`` when its path is set (the recipe points it at
 ``verl_ext/rewards/__init__.py``), else from ``verl_ext.rewards.compute_score``; ``is_gt`` and
-``gt_thinking_reward`` reach the scorer through ``extra_info``. The switches come from the
+``gt_thinking_reward`` reach the scorer through ``extra_info``, as does the run's coordinate
+convention ``visurf.coords`` (``extra_info["coords"]``, ``verl_ext.coords``). The switches come from the
 config's ``visurf:`` block (``verl_ext.visurf.config.VisurfConfig``).
 """
 
@@ -71,7 +72,7 @@ class ViSurfRewardManager(RewardManagerBase):
     def _score(self, data_source: str, response: str, ground_truth: Any, extra_info: Any, is_gt: bool) -> dict:
         return score_row(self.compute_score, data_source, response, ground_truth, extra_info,
                          is_gt=is_gt, gt_thinking_reward=self.control.gt_thinking_reward,
-                         reward_kwargs=self.reward_kwargs)
+                         reward_kwargs=self.reward_kwargs, coords=self.control.resolved_coords)
 
     def _decode(self, item) -> str:
         response_ids = item.batch["responses"]
@@ -87,7 +88,8 @@ class ViSurfRewardManager(RewardManagerBase):
             result = await score_row_async(
                 self.compute_score, nt["data_source"], response, nt["reward_model"]["ground_truth"],
                 nt.get("extra_info"), is_gt=bool(nt.get(C.IS_GT, False)),
-                gt_thinking_reward=self.control.gt_thinking_reward, reward_kwargs=self.reward_kwargs)
+                gt_thinking_reward=self.control.gt_thinking_reward, reward_kwargs=self.reward_kwargs,
+                coords=self.control.resolved_coords)
             return {"reward_score": result["score"], "reward_extra_info": result}
         result = await self.loop.run_in_executor(
             None,

@@ -1,6 +1,7 @@
-"""Build a tiny random Qwen2.5-VL (model + tokenizer + processor) offline, deterministically.
+"""Build a tiny random Qwen2.5-VL or Qwen3-VL (model + tokenizer + processor) offline, deterministically.
 
-    python -m verl_ext.tiny --out DIR [--hidden 64] [--layers 2] [--vocab 1000] [--seed 0]
+    python -m verl_ext.tiny --out DIR [--family qwen2_5_vl|qwen3_vl|qwen3_5] [--hidden 64] [--layers 2]
+                            [--vocab 1000] [--seed 0]
 
 The result loads with ``AutoModelForImageTextToText.from_pretrained(DIR)`` and
 ``AutoProcessor.from_pretrained(DIR)``. The tokenizer is a ByteLevel BPE trained on local
@@ -9,6 +10,13 @@ sources) with Qwen2.5-VL's special tokens and chat template, so ``apply_chat_tem
 produces the real Qwen2.5-VL prompt format. The image processor uses small min/max pixels
 so an 840x840 image becomes at most 64 visual tokens. Used by tests, the CPU demo and the
 evaluation tests; nothing is downloaded (works with ``HF_HUB_OFFLINE=1``).
+
+``--family qwen3_vl`` builds the same-sized Qwen3-VL instead (``Qwen3VLForConditionalGeneration``:
+16 px patches merged 2x2, interleaved 3-D rope, one DeepStack layer; Qwen3-VL's chat template, which
+has no default system message, and its ``Qwen3VLProcessor``), with the same tokenizer vocabulary;
+``--family qwen3_5`` a Qwen3.5 (``Qwen3_5ForConditionalGeneration``: the same vision tower without
+DeepStack, decoder layers alternating Gated DeltaNet linear attention and full attention; Qwen3.5 uses
+Qwen3-VL's processor). Both ground in coordinates relative to the image, 0-1000.
 """
 
 from __future__ import annotations
@@ -63,9 +71,34 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# Qwen3-VL-Instruct's chat template (chat_template.json of the released model), without the tool-call
+# and video-timestamp branches the tiny model never sees: no default system message.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 PATCH = 28  # Qwen2.5-VL: 14 px patches merged 2x2 -> one visual token per 28x28 px
 MIN_PIXELS = PATCH * PATCH * 4
 MAX_PIXELS = PATCH * PATCH * 64  # an 840x840 image -> 224x224 -> 64 visual tokens
+QWEN3_PATCH = 32  # Qwen3-VL: 16 px patches merged 2x2 -> one visual token per 32x32 px
+QWEN3_MIN_PIXELS = QWEN3_PATCH * QWEN3_PATCH * 4
+QWEN3_MAX_PIXELS = QWEN3_PATCH * QWEN3_PATCH * 64  # an 840x840 image -> 256x256 -> 64 visual tokens
+FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
+QWEN3_FAMILIES = ("qwen3_vl", "qwen3_5")  # Qwen3-VL's processor, chat template and 32 px visual tokens
+DEFAULT_FAMILY = "qwen2_5_vl"
 
 
 @dataclass(frozen=True)
@@ -80,6 +113,11 @@ class TinySpec:
     vision_depth: int = 2
     vocab: int = 1000  # BPE merges target; the embedding is padded to a multiple of 64
     seed: int = 0
+    family: str = DEFAULT_FAMILY  # one of FAMILIES
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown tiny model family {self.family!r}; known: {', '.join(FAMILIES)}")
 
 
 def _corpus(seed: int) -> list[str]:
@@ -102,6 +140,10 @@ def _corpus(seed: int) -> list[str]:
         with open(path, encoding="utf-8", errors="ignore") as f:
             lines.append(f.read())
     return lines
+
+
+def _chat_template(spec: TinySpec) -> str:
+    return QWEN3_VL_CHAT_TEMPLATE if spec.family in QWEN3_FAMILIES else CHAT_TEMPLATE
 
 
 def build_tokenizer(spec: TinySpec):
@@ -129,13 +171,25 @@ def build_tokenizer(spec: TinySpec):
         additional_special_tokens=SPECIAL_TOKENS[1:],
         clean_up_tokenization_spaces=False,
     )
-    hf_tok.chat_template = CHAT_TEMPLATE
+    hf_tok.chat_template = _chat_template(spec)
     return hf_tok
 
 
-def build_processor(tokenizer):
+def build_processor(tokenizer, spec: TinySpec = TinySpec()):
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
+    if spec.family in QWEN3_FAMILIES:
+        from transformers import Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+        size = {"shortest_edge": QWEN3_MIN_PIXELS, "longest_edge": QWEN3_MAX_PIXELS}
+        mean_std = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])  # Qwen3-VL's preprocessor
+        return Qwen3VLProcessor(
+            image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, size=size,
+                                                  **mean_std),
+            video_processor=Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, size=size,
+                                                  **mean_std),
+            tokenizer=tokenizer, chat_template=QWEN3_VL_CHAT_TEMPLATE,
+        )
     size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
     image_processor = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, size=size)
     video_processor = Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, size=size)
@@ -145,6 +199,52 @@ def build_processor(tokenizer):
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def _build_qwen3(spec: TinySpec, tokenizer, ids: dict[str, int], vocab: int):
+    """The tiny Qwen3-VL (``qwen3_vl``) or Qwen3.5 (``qwen3_5``): head_dim = hidden/heads, interleaved mrope
+    sections (t, h, w) = (half - 2*(half//4), half//4, half//4) with half = head_dim/2 (16 -> 4, 2, 2: each
+    section * 3 <= half, as ``apply_interleaved_mrope`` needs), a 16x16 learned vision position grid.
+    Qwen3-VL: DeepStack after vision block 0. Qwen3.5: rotary on the whole head (``partial_rotary_factor``
+    1, the released models rotate a quarter of it), decoder layers alternating Gated DeltaNet (linear
+    attention: 2 key heads, 4 value heads of 16) and full attention (``full_attention_interval`` 2)."""
+    import torch
+    import transformers
+
+    head_dim = spec.hidden // spec.heads
+    half = head_dim // 2
+    mrope = [half - 2 * (half // 4), half // 4, half // 4]
+    text = dict(
+        vocab_size=vocab, hidden_size=spec.hidden, intermediate_size=2 * spec.hidden, head_dim=head_dim,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=4096, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope,
+                         "mrope_interleaved": True},
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(
+        depth=spec.vision_depth, hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
+        num_heads=2, out_hidden_size=spec.hidden, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+        in_channels=3, num_position_embeddings=256,
+    )
+    if spec.family == "qwen3_5":
+        text["rope_parameters"]["partial_rotary_factor"] = 1.0
+        text.update(layer_types=["linear_attention" if (i + 1) % 2 else "full_attention" for i in range(spec.layers)],
+                    linear_conv_kernel_dim=4, linear_key_head_dim=16, linear_value_head_dim=16,
+                    linear_num_key_heads=2, linear_num_value_heads=4)
+        config_cls, model_cls = transformers.Qwen3_5Config, transformers.Qwen3_5ForConditionalGeneration
+    else:
+        vision["deepstack_visual_indexes"] = [0]
+        config_cls, model_cls = transformers.Qwen3VLConfig, transformers.Qwen3VLForConditionalGeneration
+    config = config_cls(
+        text_config=text, vision_config=vision, tie_word_embeddings=False,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    config.bos_token_id, config.eos_token_id, config.pad_token_id = (
+        text["bos_token_id"], text["eos_token_id"], text["pad_token_id"])
+    torch.manual_seed(spec.seed)
+    return model_cls(config)
 
 
 def build_model(spec: TinySpec, tokenizer):
@@ -160,6 +260,8 @@ def build_model(spec: TinySpec, tokenizer):
     mrope = [half // 4, half // 4, half - 2 * (half // 4)]  # temporal, height, width (16 -> 2,2,4)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vocab = -(-len(tokenizer) // 64) * 64
+    if spec.family in QWEN3_FAMILIES:
+        return _build_qwen3(spec, tokenizer, ids, vocab)
     text = dict(
         vocab_size=vocab, hidden_size=spec.hidden, intermediate_size=2 * spec.hidden,
         num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
@@ -184,6 +286,15 @@ def build_model(spec: TinySpec, tokenizer):
     return Qwen2_5_VLForConditionalGeneration(config)
 
 
+def _marker(spec: TinySpec) -> dict:
+    """What ``tiny_spec.json`` records: the spec's fields, ``family`` only when it is not the default
+    (a Qwen2.5-VL build keeps the marker it had before there were families, so caches stay valid)."""
+    fields = asdict(spec)
+    if fields["family"] == DEFAULT_FAMILY:
+        del fields["family"]
+    return fields
+
+
 def build_tiny(out: str | os.PathLike, spec: TinySpec = TinySpec(), force: bool = False) -> Path:
     """Write model, tokenizer, processor and generation config to ``out``; returns the path.
 
@@ -193,12 +304,12 @@ def build_tiny(out: str | os.PathLike, spec: TinySpec = TinySpec(), force: bool 
 
     out = Path(out)
     marker = out / "tiny_spec.json"
-    if not force and _marked_spec(marker) == asdict(spec):
+    if not force and _marked_spec(marker) == _marker(spec):
         return out
     out.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)  # until the new build is complete, the folder is not a finished build
     tokenizer = build_tokenizer(spec)
-    processor = build_processor(tokenizer)
+    processor = build_processor(tokenizer, spec)
     model = build_model(spec, tokenizer)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
@@ -207,7 +318,7 @@ def build_tiny(out: str | os.PathLike, spec: TinySpec = TinySpec(), force: bool 
         bos_token_id=model.config.bos_token_id, eos_token_id=model.config.eos_token_id,
         pad_token_id=model.config.pad_token_id, do_sample=True, temperature=1.0,
     ).save_pretrained(out)
-    write_text_atomically(marker, json.dumps(asdict(spec)))
+    write_text_atomically(marker, json.dumps(_marker(spec)))
     return out
 
 
@@ -226,18 +337,21 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="output directory (created)")
+    parser.add_argument("--family", choices=FAMILIES, default=DEFAULT_FAMILY,
+                        help=f"model family (default {DEFAULT_FAMILY}, the paper's)")
     parser.add_argument("--hidden", type=int, default=TinySpec.hidden, help="text hidden size")
     parser.add_argument("--layers", type=int, default=TinySpec.layers, help="text decoder layers")
     parser.add_argument("--vocab", type=int, default=TinySpec.vocab, help="BPE vocabulary size")
     parser.add_argument("--seed", type=int, default=TinySpec.seed)
     parser.add_argument("--force", action="store_true", help="rebuild even if DIR holds the same spec")
     args = parser.parse_args(argv)
-    spec = TinySpec(hidden=args.hidden, layers=args.layers, vocab=args.vocab, seed=args.seed)
+    spec = TinySpec(hidden=args.hidden, layers=args.layers, vocab=args.vocab, seed=args.seed, family=args.family)
     out = build_tiny(args.out, spec, force=args.force)
     from transformers import AutoModelForImageTextToText
 
     n = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(out).parameters())
-    print(f"tiny Qwen2.5-VL ({n:,} parameters, {spec}) -> {out}")
+    name = {"qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL", "qwen3_5": "Qwen3.5"}[spec.family]
+    print(f"tiny {name} ({n:,} parameters, {spec}) -> {out}")
     return 0
 
 

@@ -262,6 +262,7 @@ def rl_summary(config: DictConfig, model_desc: str) -> list[tuple[str, str]]:
         ("policy loss", f"{actor.policy_loss.loss_mode} (agg {actor.loss_agg_mode})"),
         ("reward manager", f"{rm.name} ({rm.source}: {rm.module.path if rm.source == 'importlib' else 'registry'})"),
         ("visurf", switches),
+        ("coordinates", f"{v.coords} (visurf.coords; verl_ext/coords.py)"),
         ("rollout", f"{rollout.name}, temperature {rollout.temperature}, tp {rollout.tensor_model_parallel_size}"),
         ("lengths", f"prompt {config.data.max_prompt_length} / response {config.data.max_response_length}"),
         ("optim", f"lr {optim.lr}, weight_decay {optim.weight_decay}, clip_grad {optim.clip_grad}"),

@@ -5,6 +5,12 @@ One record = ``{id, data_source, ground_truth, response}`` (+ optional ``gt_mask
 comes from ``data_source`` (``verl_ext.constants.DATA_SOURCE_TASK``); the rules from
 ``verl_ext.eval_protocols`` (one module per public script) under an ``EvalProtocol``; responses
 are read once with the project's parser ``verl_ext.rewards.parsing``.
+
+Coordinates: every metric is computed in the labels' frame (840 x 840 pixels, ``verl_ext.constants.FRAME``)
+whatever the model's convention (``verl_ext.coords``): a response's coordinates are read into the frame
+first (``x * frame_scale(coords)``: 1 for Qwen2.5-VL's absolute pixels, 0.84 for Qwen3-VL's relative
+0-1000), so a Qwen2.5-VL and a Qwen3-VL run on the same data get comparable numbers. A record's convention
+is its ``coords`` key, else the run's (``score_all(coords=...)``, default the paper's ``abs840``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 
 from verl_ext import metrics as M
 from verl_ext.constants import FRAME, MAX_OBJECTS, task_of
+from verl_ext.coords import DEFAULT_COORDS, check_coords, frame_scale
 from verl_ext.eval_protocols import EvalProtocol
 from verl_ext.eval_protocols import anomaly as anomaly_protocol
 from verl_ext.eval_protocols import grounding as grounding_protocol
@@ -57,7 +64,8 @@ class Parsed:
         return self.objects.points if len(self.objects.points) else self.objects.loose_points
 
 
-def parse_response(response: str, task: str, math: str = "mathverify", reader: str = "project") -> Parsed:
+def parse_response(response: str, task: str, math: str = "mathverify", reader: str = "project",
+                   coords: str = DEFAULT_COORDS) -> Parsed:
     """Read a response through ``verl_ext.rewards.parsing`` (format, the project reader) and,
     under ``reader="visionreasoner"``, the public reader ``eval_protocols.answers.read_public``.
 
@@ -70,6 +78,9 @@ def parse_response(response: str, task: str, math: str = "mathverify", reader: s
     (``visionreasoner``: ``visurf_model.py`` returns the output text as ``thinking``, line 161 /
     195, and ``calculate_*.py`` average ``len(think.split())`` over items with a non-empty think).
     The ``visionreasoner`` math protocol reads the uncut response under either reader.
+    ``coords``: the convention of the response's coordinates; both readers return them in frame pixels
+    (project: ``parse_objects(scale=frame_scale(coords))``, as the training reward; visionreasoner: the
+    public reader's own ``factor``, ``int(v * frame_scale(coords) + 0.5)``).
     """
     from verl_ext.rewards import parsing
 
@@ -81,13 +92,14 @@ def parse_response(response: str, task: str, math: str = "mathverify", reader: s
         ok = bool(answer and answer.strip())
         return Parsed(format_valid=r.think_format and ok, answer_valid=ok, think=think, answer=answer,
                       count_think=count_think)
-    objs = parsing.parse_objects(r.answer)
+    scale = frame_scale(coords)
+    objs = parsing.parse_objects(r.answer, scale=scale)
     if task == "gui":
         well_formed = objs.valid and len(objs) > 0 and bool(objs.point_valid.all())
     else:
         well_formed = objs.valid and not objs.reasons
     return Parsed(format_valid=r.think_format and well_formed, answer_valid=objs.valid, think=think,
-                  answer=r.answer, objects=read_public(response) if public else read_objects(objs),
+                  answer=r.answer, objects=read_public(response, scale) if public else read_objects(objs),
                   count_think=count_think)
 
 
@@ -274,12 +286,24 @@ def _label_error(record: dict, e: Exception) -> ValueError:
                       f"{str(record['ground_truth'])[:200]!r}: {e}")
 
 
+def record_coords(record: dict, coords: str = DEFAULT_COORDS) -> str:
+    """The convention of a prediction line's coordinates: its ``coords`` key, else ``coords``;
+    ValueError naming the sample for a value that is not a convention."""
+    value = record.get("coords") or coords
+    try:
+        return check_coords(value, "coords")
+    except ValueError as e:
+        raise ValueError(f"sample {record.get('id')!r} ({record.get('data_source')}): {e}") from None
+
+
 def score_record(record: dict, protocol: EvalProtocol | None = None, *, segmenter: Segmenter | None = None,
-                 image=None, base_dir: Path | None = None) -> Scored:
-    """Score one prediction line (``id, data_source, ground_truth, response`` [+ extras])."""
+                 image=None, base_dir: Path | None = None, coords: str = DEFAULT_COORDS) -> Scored:
+    """Score one prediction line (``id, data_source, ground_truth, response`` [+ extras]); its
+    coordinates in the convention ``record_coords(record, coords)``, read into frame pixels."""
     protocol = protocol or EvalProtocol()
     task = task_of(record["data_source"])
-    parsed = parse_response(str(record.get("response") or ""), task, protocol.math, protocol.reader)
+    parsed = parse_response(str(record.get("response") or ""), task, protocol.math, protocol.reader,
+                            record_coords(record, coords))
     s = Scored(record=record, task=task, parsed=parsed)
     if task == "math":
         extra = {k: record[k] for k in math_protocol.MATH_META_KEYS if record.get(k) is not None}
@@ -350,8 +374,9 @@ def aggregate_by(scored: Sequence[Scored], key: Callable[[dict], str | None]) ->
 
 def score_all(records: Sequence[dict], protocol: EvalProtocol | None = None, *, segmenter: Segmenter | None = None,
               images: dict[tuple[str, str], Any] | None = None,
-              base_dir: Path | None = None) -> tuple[dict, list[Scored]]:
+              base_dir: Path | None = None, coords: str = DEFAULT_COORDS) -> tuple[dict, list[Scored]]:
     """Score every record; returns (metrics by data_source + overall, scored records).
+    ``coords``: the convention of records without a ``coords`` key (``record_coords``).
 
     ``images``: ``{(data_source, id): image spec}`` for the segmenter (else the record's ``image``).
     """
@@ -366,5 +391,6 @@ def score_all(records: Sequence[dict], protocol: EvalProtocol | None = None, *, 
         if segmenter is not None and rec.get("gt_mask") is not None:  # decoded only where it is used
             spec = images.get(sample_key(rec)) or rec.get("image")
             image = open_image(spec, base_dir) if spec is not None else None
-        scored.append(score_record(rec, protocol, segmenter=segmenter, image=image, base_dir=base_dir))
+        scored.append(score_record(rec, protocol, segmenter=segmenter, image=image, base_dir=base_dir,
+                                   coords=coords))
     return aggregate(scored), scored

@@ -27,6 +27,14 @@ project|visionreasoner``, ``--non-object-rule public|strict``, ``--bbox-acc-stri
 ``--math-protocol mathverify|mathvista|visionreasoner`` override single choices of the preset;
 ``--segmenter none|sam2``.
 
+Coordinates (``verl_ext.coords``): metrics are computed in the labels' 840-frame pixels whatever the
+model's convention, so runs of different families on the same data compare. ``--coords abs840|rel1000``
+names the convention of the model's answers; without it, generate mode detects it from the model's
+``config.json`` (Qwen2.5-VL ``abs840``, Qwen3-VL / Qwen3.5 ``rel1000``) and score-only mode reads each
+line's ``coords`` key (written by generate mode for a non-default convention), else ``abs840``. Generate
+mode stops on a row whose prompt was prepared for another convention (``extra_info.coords``, data_prep
+``--coords``), as training's start-up check does.
+
 Programmatic use — ``evaluate()`` takes parquet paths (or a predictions JSONL) and a model path
 and returns the report as a dict::
 
@@ -66,6 +74,7 @@ import numpy as np
 
 from recipe.visurf import eval_backends as B
 from recipe.visurf import eval_scoring as S
+from verl_ext import coords as C
 from verl_ext import metrics as M
 from verl_ext.atomic_io import save_figure_atomically, write_text_atomically
 from verl_ext.constants import FRAME, build_prompt, task_of
@@ -144,24 +153,58 @@ def write_predictions(path: Path, records: Sequence[dict]) -> Path:
     return write_text_atomically(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def restyle_prompt(row: dict, style: str) -> dict:
-    """``row`` with its prompt rebuilt in prompt style ``style`` (``verl_ext.constants.build_prompt``)
-    from ``extra_info.question``, as data_prep writes it with ``--prompt-style``."""
+def restyle_prompt(row: dict, style: str, coords: str = C.DEFAULT_COORDS) -> dict:
+    """``row`` with its prompt rebuilt in prompt style ``style`` for the coordinate convention ``coords``
+    (``verl_ext.constants.build_prompt``) from ``extra_info.question``, as data_prep writes it with
+    ``--prompt-style`` / ``--coords``."""
     question = (row.get("extra_info") or {}).get("question")
     if question is None:
         raise ValueError(f"--prompt-style {style}: row {row['id']!r} ({row['data_source']}) has no "
                          "extra_info.question to rebuild its prompt from; re-run data_prep with --prompt-style")
-    row["prompt"] = [{"role": "user", "content": build_prompt(task_of(row["data_source"]), str(question), style)}]
+    row["prompt"] = [{"role": "user", "content": build_prompt(task_of(row["data_source"]), str(question), style,
+                                                              coords)}]
     return row
+
+
+def check_row_coords(row: dict, coords: str) -> None:
+    """ValueError when an object-task row's prompt was prepared for another coordinate convention
+    (``extra_info.coords``, missing = ``abs840``) than the model's ``coords``, naming the row and the fixes."""
+    if task_of(row["data_source"]) == "math":
+        return
+    try:
+        declared = C.declared_coords(row.get("extra_info"))
+    except ValueError as e:
+        raise ValueError(f"row {row['id']!r} ({row['data_source']}): {e}") from None
+    if declared != coords:
+        raise ValueError(
+            f"row {row['id']!r} ({row['data_source']}) was prepared for {declared} coordinates (extra_info.coords), "
+            f"the model answers in {coords}: its prompt asks for the other convention. Re-run data_prep with "
+            f"--coords {coords}, or pass --coords {declared} if this model answers in {declared}")
+
+
+def model_convention(model_dir: Path, setting: str | None) -> str:
+    """The coordinate convention of the evaluated model: ``setting`` (``--coords``) when given, else the
+    family's (``verl_ext.coords.resolve_coords`` on the model directory; an unknown family: ``abs840``,
+    warned)."""
+    coords, how = C.resolve_coords(setting or C.AUTO, model_dir)
+    logger.info("coordinates: %s (%s)", coords, how.replace("visurf.coords", "--coords"))
+    return coords
 
 
 def generate_predictions(data: Sequence[str], model: str, out_dir: Path, *, backend: str = "hf",
                          batch_size: int = 8, limit: int | None = None, max_new_tokens: int = 2048,
                          device: str | None = None, tensor_parallel_size: int = 1,
-                         prompt_style: str | None = None) -> tuple[list[dict], dict[tuple[str, str], Any]]:
+                         prompt_style: str | None = None,
+                         coords: str | None = None) -> tuple[list[dict], dict[tuple[str, str], Any], str]:
     """Generate the missing predictions into ``out_dir/predictions.jsonl``; returns (records, images
-    by ``(data_source, id)``). ``prompt_style``: rebuild every prompt in that style (None: the
-    parquet's prompts as written); recorded in each line, a resumed run must use the same."""
+    by ``(data_source, id)``, the model's coordinate convention). ``prompt_style``: rebuild every prompt
+    in that style (None: the parquet's prompts as written); recorded in each line, a resumed run must use
+    the same. ``coords``: the model's convention (None: detected, ``model_convention``); without
+    ``prompt_style`` every row's prompt must have been prepared for it (``check_row_coords``); a
+    convention other than ``abs840`` is recorded in each line (``coords``), a resumed run must have the
+    same. The model is resolved (a verl
+    checkpoint merged) only when a row is left to generate; otherwise the convention is ``coords`` or the
+    lines'."""
     from tqdm import tqdm
 
     pred_path = out_dir / PREDICTIONS
@@ -174,12 +217,25 @@ def generate_predictions(data: Sequence[str], model: str, out_dir: Path, *, back
         write_predictions(pred_path, done)
     done_keys = {B.sample_key(r) for r in done}
     rows = list(B.iter_rows(data, limit))
-    if prompt_style is not None:
-        rows = [restyle_prompt(r, prompt_style) for r in rows]
     todo = [r for r in rows if B.sample_key(r) not in done_keys]
+    done_coords = {S.record_coords(r) for r in done}
+    model_dir = None
+    if todo:  # the model is resolved (an FSDP checkpoint merged) only when there is something to generate
+        model_dir = B.resolve_model_dir(model, out_dir)
+        coords = model_convention(model_dir, coords)
+    elif coords is None:  # everything generated already: the lines say in which convention
+        coords = next(iter(done_coords)) if len(done_coords) == 1 else C.DEFAULT_COORDS
+    if done and done_coords != {coords}:
+        raise ValueError(f"{pred_path}: predictions were generated in coordinates {sorted(done_coords)}, "
+                         f"this run's model answers in {coords}; use another --out")
+    if prompt_style is None:  # the parquet's prompts: they must ask for the model's convention
+        for row in rows:
+            check_row_coords(row, coords)
+    else:  # rebuilt from the question for the model's convention, whatever the file was prepared for
+        rows = [restyle_prompt(r, prompt_style, coords) for r in rows]
+        todo = [r for r in rows if B.sample_key(r) not in done_keys]
     logger.info("%d rows, %d already in %s, %d to generate", len(rows), len(rows) - len(todo), pred_path, len(todo))
     if todo:
-        model_dir = B.resolve_model_dir(model, out_dir)
         logger.info("loading %s (%s backend)", model_dir, backend)
         if backend == "vllm":
             gen = B.VLLMGenerator(model_dir, max_new_tokens, tensor_parallel_size)
@@ -192,12 +248,14 @@ def generate_predictions(data: Sequence[str], model: str, out_dir: Path, *, back
                     line = {**B.row_record(row), "response": text, "n_tokens": n_tok}
                     if prompt_style is not None:
                         line["prompt_style"] = prompt_style
+                    if coords != C.DEFAULT_COORDS:  # the paper's lines stay as they were
+                        line["coords"] = coords
                     f.write(json.dumps(line) + "\n")
                 f.flush()
     wanted = {B.sample_key(r) for r in rows}
     records = [r for r in read_predictions(pred_path, resumable=True) if B.sample_key(r) in wanted]
     images = {B.sample_key(row): row["images"][0] for row in rows if row.get("images")}  # {bytes}, decoded lazily
-    return records, images
+    return records, images, coords
 
 
 # ============================================================================================
@@ -209,10 +267,13 @@ def evaluate(data: Sequence[str] | None = None, model: str | None = None, out: s
              tensor_parallel_size: int = 1, prompt_style: str | None = None,
              protocol: EvalProtocol | str | None = None, segmenter: str | S.Segmenter | None = None,
              segmenter_model: str | None = None, group_by: Callable[[dict], str | None] | None = None,
-             write: bool = True) -> dict:
+             write: bool = True, coords: str | None = None) -> dict:
     """Generate (``data`` + ``model``) or read (``predictions``) predictions, score them, write the
     outputs into ``out`` and return the report dict (module docstring). ``protocol``: an
-    ``EvalProtocol`` or a preset name (``verl_ext.eval_protocols.PRESETS``); default ``project``."""
+    ``EvalProtocol`` or a preset name (``verl_ext.eval_protocols.PRESETS``); default ``project``.
+    ``coords``: the convention of the model's answers (``verl_ext.coords``; None: detected from the model
+    in generate mode, each line's ``coords`` key else ``abs840`` in score-only mode); metrics are in
+    frame pixels either way."""
     if out is None:
         raise ValueError("evaluate() needs out= (the predictions are written there, resumably)")
     if (predictions is None) == (model is None):
@@ -222,24 +283,32 @@ def evaluate(data: Sequence[str] | None = None, model: str | None = None, out: s
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     protocol = preset(protocol) if isinstance(protocol, str) else (protocol or EvalProtocol())
+    if coords is not None:
+        C.check_coords(coords, "--coords")
     seg = S.make_segmenter(segmenter, segmenter_model) if isinstance(segmenter, str | None) else segmenter
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if model is not None:
-        records, images = generate_predictions(
+        records, images, coords = generate_predictions(
             data, model, out_dir, backend=backend, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
-            device=device, tensor_parallel_size=tensor_parallel_size, prompt_style=prompt_style)
+            device=device, tensor_parallel_size=tensor_parallel_size, prompt_style=prompt_style, coords=coords)
         base_dir, source = None, f"{model} on {', '.join(map(str, data))}"
     else:
         pred_path = Path(predictions)
         records, images, base_dir, source = read_predictions(pred_path), {}, pred_path.parent, str(pred_path)
         if not records:
             raise ValueError(f"{pred_path}: no predictions")
+        if coords is not None:  # an explicit --coords must agree with lines that name their convention
+            clash = next((r for r in records if r.get("coords") not in (None, coords)), None)
+            if clash is not None:
+                raise ValueError(f"{pred_path}: sample {clash['id']!r} ({clash['data_source']}) says coords "
+                                 f"{clash['coords']!r}, --coords says {coords!r}")
         if pred_path.resolve() != (out_dir / PREDICTIONS).resolve():
             write_predictions(out_dir / PREDICTIONS, records)
-    metrics, scored = S.score_all(records, protocol, segmenter=seg, images=images, base_dir=base_dir)
+    metrics, scored = S.score_all(records, protocol, segmenter=seg, images=images, base_dir=base_dir,
+                                  coords=coords or C.DEFAULT_COORDS)
     groups = S.aggregate_by(scored, group_by) if group_by is not None else {}
-    described = describe_protocol(protocol, prompt_style, seg)
+    described = describe_protocol(protocol, prompt_style, seg, coords_text(records, coords))
     if write:
         write_outputs(out_dir, metrics, scored, source=source, protocol=described, groups=groups, images=images,
                       base_dir=base_dir)
@@ -249,12 +318,27 @@ def evaluate(data: Sequence[str] | None = None, model: str | None = None, out: s
     return report
 
 
-def describe_protocol(protocol: EvalProtocol, prompt_style: str | None, segmenter: S.Segmenter | None) -> dict:
-    """The scoring rules of a run (``metrics.json["protocol"]``, printed in ``report.md``)."""
+def coords_text(records: Sequence[dict], coords: str | None) -> str:
+    """The answers' coordinate conventions, as the report names them: one (``abs840``) or a count per
+    convention (``mixed: abs840 3, rel1000 5``), each line's ``record_coords``."""
+    counts: dict[str, int] = {}
+    for record in records:
+        c = S.record_coords(record, coords or C.DEFAULT_COORDS)
+        counts[c] = counts.get(c, 0) + 1
+    if len(counts) <= 1:
+        return next(iter(counts), coords or C.DEFAULT_COORDS)
+    return "mixed: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def describe_protocol(protocol: EvalProtocol, prompt_style: str | None, segmenter: S.Segmenter | None,
+                      coords: str = C.DEFAULT_COORDS) -> dict:
+    """The scoring rules of a run (``metrics.json["protocol"]``, printed in ``report.md``); ``coords``:
+    the convention the answers were read in (metrics in 840-frame pixels either way)."""
     return {
         "options": {"preset": protocol.preset, **protocol.options(),
                     "prompt_style": prompt_style or "as in the parquet",
-                    "segmenter": segmenter.name if segmenter else "none"},
+                    "segmenter": segmenter.name if segmenter else "none",
+                    "coords": coords},
         "rules": protocol.describe(),
     }
 
@@ -519,6 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmenter", choices=("none", "sam2"), default="none",
                    help="turn predicted boxes into masks for samples with a GT mask (sam2: optional, GPU)")
     p.add_argument("--segmenter-model", default=None, help="segmenter checkpoint id (sam2: facebook/sam2-hiera-large)")
+    p.add_argument("--coords", choices=C.COORDS, default=None,
+                   help="coordinate convention of the model's answers (verl_ext/coords.py): abs840 (Qwen2.5-VL, the "
+                        "paper's) or rel1000 (Qwen3-VL / Qwen3.5); default: detected from --model's config.json, "
+                        "for --predictions each line's `coords` key, else abs840. Metrics are in 840-frame pixels "
+                        "either way")
     return p
 
 
@@ -553,12 +642,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                       batch_size=args.batch_size, limit=args.limit, max_new_tokens=args.max_new_tokens,
                       device=args.device, tensor_parallel_size=args.tensor_parallel_size,
                       prompt_style=args.prompt_style, protocol=protocol, segmenter=args.segmenter,
-                      segmenter_model=args.segmenter_model,
+                      segmenter_model=args.segmenter_model, coords=args.coords,
                       group_by=_id_grouper(args.group_id_regex) if args.group_id_regex else None)
     out_dir = Path(report["out_dir"])
     opts = report["protocol"]["options"]
     print(f"protocol preset: {opts['preset']} (answer reader {opts['reader']}, non-object rule {opts['non_object']}, "
-          f"BboxAcc {opts['bbox_acc']}, math {opts['math']}; segmenter {opts['segmenter']})")
+          f"BboxAcc {opts['bbox_acc']}, math {opts['math']}; segmenter {opts['segmenter']}; "
+          f"coordinates {opts['coords']})")
     print(metrics_table(report["metrics"]))
     if report.get("groups"):
         print("\n" + metrics_table(report["groups"], first="group"))

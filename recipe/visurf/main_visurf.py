@@ -21,6 +21,7 @@ from verl.trainer.main_ppo_v0 import BaseTaskRunner
 
 import verl_ext.registry  # noqa: F401  registers the visurf estimator and policy loss (driver process)
 from verl_ext import cpu
+from verl_ext.coords import resolve_coords
 from verl_ext.visurf.config import check_training_values, check_verl_combination, visurf_config
 from verl_ext.visurf.source_check import check_data_sources
 
@@ -61,6 +62,8 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
       ``reward.reward_model.enable=True``: then it stays unset, so verl's reward loop scores every
       row with the reward model (``RewardLoopWorker.compute_score``: no custom function + a reward
       model -> its discriminative-RM branch); a user's function gets the model's router address.
+    * ``visurf.coords``: ``auto`` becomes the actor's convention (``verl_ext.coords.resolve_coords``:
+      Qwen2.5-VL ``abs840``, Qwen3-VL / Qwen3.5 ``rel1000``), the value every worker reads.
     * ``trainer.use_v1``: the recipe config sets False — the recipe runs verl's classic (v0) trainer
       (``ViSurfTaskRunner``), so the printed config says so; ``trainer.use_v1=True`` is rejected.
     * CPU (``VERL_PLATFORM=cpu``): ``verl_ext.cpu.launcher.cpu_config(name)`` for keys the user did
@@ -78,6 +81,10 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
     enable = visurf_config(config.visurf).enable
     with open_dict(config):
         visurf = config.visurf
+        # the policy's coordinate convention, resolved once here (verl_ext.coords) for every worker
+        coords, how = resolve_coords(visurf_config(visurf).coords, config.actor_rollout_ref.model.get("path"))
+        visurf.coords = coords
+        logger.info("visurf: grounding coordinates %s (%s)", coords, how)
         rollout = config.actor_rollout_ref.rollout
         if enable:
             G = int(rollout.n)

@@ -110,7 +110,9 @@ def read_public(response: str, factor: float = 1.0) -> ObjectAnswer:
       negatives), not clipped, corners not ordered; no length cut, no object limit.
     * ``factor``: the public ``x_factor = y_factor = W / 840`` maps the 840-frame answer to the
       original image. This project scores in the 840 frame (its labels; data_prep stores the
-      images at 840 x 840), where the factor is 1.
+      images at 840 x 840), where the factor is 1 for a model answering in absolute 840-frame pixels
+      and ``verl_ext.coords.frame_scale("rel1000")`` = 840 / 1000 for one answering relative 0-1000
+      (Qwen3-VL): the same line maps either answer into the frame.
     * ``masks_need_points`` is set: see ``ObjectAnswer.mask_boxes``.
     """
     empty = ObjectAnswer(masks_need_points=True)

@@ -20,8 +20,10 @@ Every scorer returns the same keys (``common.RESULT_KEYS``): ``score`` plus the 
 (``""`` when the answer parsed), so verl can stack ``reward_extra_info`` over mixed batches.
 verl 0.9.1's reward managers accept a dict with ``"score"`` and log the other keys.
 
-``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2) come from keyword arguments or, failing
-that, from ``extra_info``; math reads ``extra_info["choices"]`` for multiple choice.
+``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2) and ``coords`` (the model's coordinate
+convention, ``verl_ext.coords``; the reward manager puts the run's ``visurf.coords`` there) come from
+keyword arguments or, failing that, from ``extra_info``; math reads ``extra_info["choices"]`` for
+multiple choice.
 
 Any other ``data_source`` is scored by verl's own ``default_compute_score``
 (``verl.utils.reward_score``: ``openai/gsm8k``, ``lighteval/MATH``, ``hiyouga/geometry3k``, ...),
@@ -38,6 +40,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from verl_ext.constants import DATA_SOURCE_TASK
+from verl_ext.coords import DEFAULT_COORDS, EXTRA_INFO_KEY
 from verl_ext.rewards import grounding, gui
 from verl_ext.rewards import math as math_reward
 from verl_ext.rewards.common import COMPONENTS, GT_THINKING_REWARD_MODES, RESULT_KEYS
@@ -79,7 +82,8 @@ def compute_score(
         ground_truth: ``reward_model.ground_truth`` (see ``verl_ext.constants`` for the formats).
         extra_info: the row's ``extra_info`` (``choices`` for multiple choice; may carry
             ``is_gt`` / ``gt_thinking_reward``).
-        **kwargs: ``is_gt`` (bool), ``gt_thinking_reward`` (``"zero"`` | ``"full"``); other keys
+        **kwargs: ``is_gt`` (bool), ``gt_thinking_reward`` (``"zero"`` | ``"full"``), ``coords``
+            (``"abs840"`` | ``"rel1000"``, default ``extra_info["coords"]``, else ``abs840``); other keys
             verl passes (``reward_router_address``, ...) are ignored.
 
     Returns:
@@ -93,12 +97,14 @@ def compute_score(
     extra = extra_info if isinstance(extra_info, Mapping) else {}
     is_gt = kwargs.get("is_gt", extra.get("is_gt", False))
     gt_thinking_reward = kwargs.get("gt_thinking_reward", extra.get("gt_thinking_reward", "zero"))
+    coords = kwargs.get("coords", extra.get(EXTRA_INFO_KEY)) or DEFAULT_COORDS
     return scorer(
         solution_str,
         ground_truth,
         is_gt=as_flag(is_gt, "is_gt"),
         gt_thinking_reward=str(gt_thinking_reward),
         choices=extra.get("choices"),
+        coords=str(coords),
     )
 
 
@@ -140,7 +146,7 @@ def verl_compute_score(data_source: str, solution_str: str, ground_truth, extra_
     ``ValueError(no_reward_message([data_source]))``."""
     from verl.utils.reward_score import default_compute_score
 
-    for key in ("is_gt", "gt_thinking_reward"):
+    for key in ("is_gt", "gt_thinking_reward", "coords"):
         kwargs.pop(key, None)
     try:
         return default_compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs)

@@ -21,6 +21,10 @@ prediction ``[]`` earn answer_format 2 and accuracy 3; any object against ``[]``
 
 Box geometry follows the public code's inclusive-pixel convention: area = (x2−x1+1)(y2−y1+1),
 so a degenerate box has area 1 and IoU is always defined.
+
+Coordinates: the label is in the 840 frame; the response in the model's convention ``coords``
+(``verl_ext.coords``: ``abs840`` the paper's, ``rel1000`` Qwen3-VL's), read into the frame
+(``v * frame_scale(coords)``) before any rule, so every threshold stays in frame pixels.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from verl_ext.constants import BOX_L1_MATCH, IOU_MATCH, POINT_MATCH
+from verl_ext.coords import DEFAULT_COORDS, frame_scale
 from verl_ext.rewards.common import thinking_reward
 from verl_ext.rewards.parsing import (
     ParsedObjects,
@@ -206,6 +211,7 @@ def compute_score(
     *,
     is_gt: bool = False,
     gt_thinking_reward: str = "zero",
+    coords: str = DEFAULT_COORDS,
     **kwargs,
 ) -> dict:
     """Grounding / anomaly / lesion reward of one response (module docstring for the definition).
@@ -216,6 +222,8 @@ def compute_score(
             raises ValueError (data bug).
         is_gt: the row is the injected ground-truth response (docs/METHOD.md §3.2).
         gt_thinking_reward: ``"zero"`` (thinking_format is 0 for GT rows) or ``"full"`` (1).
+        coords: the convention of the response's coordinates (``verl_ext.coords``; default the
+            paper's ``abs840``); the label is always in the 840 frame.
 
     Returns:
         dict with ``score`` (float, 0..7) and ``thinking_format``, ``answer_format``,
@@ -223,7 +231,7 @@ def compute_score(
     """
     gt = parse_label(ground_truth)
     resp = parse_response(solution_str)
-    pred = parse_objects(resp.answer)
+    pred = parse_objects(resp.answer, scale=frame_scale(coords))
     return score_parsed(resp, pred, gt, is_gt=is_gt, gt_thinking_reward=gt_thinking_reward)
 
 
@@ -234,6 +242,7 @@ def compute_score_batch(
     *,
     is_gt: Sequence[bool] | None = None,
     gt_thinking_reward: str = "zero",
+    coords: str = DEFAULT_COORDS,
 ) -> list[dict]:
     """``compute_score`` for many responses at once; same results, one numpy pass for all pairs.
 
@@ -244,10 +253,11 @@ def compute_score_batch(
         raise ValueError(f"{len(solution_strs)} responses but {len(ground_truths)} labels")
     n_rows = len(solution_strs)
     is_gt = [False] * n_rows if is_gt is None else [bool(x) for x in is_gt]
+    scale = frame_scale(coords)
     parsed = []
     for sol, label in zip(solution_strs, ground_truths, strict=True):
         resp = parse_response(sol)
-        parsed.append((resp, parse_objects(resp.answer), parse_label(label)))
+        parsed.append((resp, parse_objects(resp.answer, scale=scale), parse_label(label)))
 
     # flatten every pair of every response that needs a matrix
     need = [k for k, (_, pred, gt) in enumerate(parsed) if pred.valid and len(pred) and len(gt)]

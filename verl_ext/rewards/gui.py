@@ -10,11 +10,14 @@
   the first point is read, and they cost the answer-format reward.
 * non_repeat (0/1): see ``parsing.non_repeat``.
 
-The label is ``[{"bbox_2d": element box, "point_2d": element centre}]`` (exactly one object).
+The label is ``[{"bbox_2d": element box, "point_2d": element centre}]`` (exactly one object), in the
+840 frame; the answer's point is in the model's convention ``coords`` and read into the frame first
+(``verl_ext.coords.frame_scale``).
 """
 
 from __future__ import annotations
 
+from verl_ext.coords import DEFAULT_COORDS, frame_scale
 from verl_ext.rewards.common import thinking_reward
 from verl_ext.rewards.labels import parse_task_label
 from verl_ext.rewards.parsing import non_repeat, parse_objects, parse_response
@@ -30,6 +33,7 @@ def compute_score(
     *,
     is_gt: bool = False,
     gt_thinking_reward: str = "zero",
+    coords: str = DEFAULT_COORDS,
     **kwargs,
 ) -> dict:
     """GUI reward of one response (module docstring for the definition).
@@ -40,6 +44,7 @@ def compute_score(
             label raises ValueError (data bug).
         is_gt: the row is the injected ground-truth response (docs/METHOD.md §3.2).
         gt_thinking_reward: ``"zero"`` or ``"full"``.
+        coords: the convention of the answer's point (``verl_ext.coords``; default ``abs840``).
 
     Returns:
         dict with ``score`` and ``thinking_format``, ``answer_format``, ``accuracy``,
@@ -47,7 +52,7 @@ def compute_score(
     """
     gt = parse_task_label(ground_truth, "gui")  # the label as the GT renderer reads it too
     resp = parse_response(solution_str)
-    pred = parse_objects(resp.answer)
+    pred = parse_objects(resp.answer, scale=frame_scale(coords))
     thinking = thinking_reward(resp.think_format, is_gt=is_gt, gt_thinking_reward=gt_thinking_reward)
     has_point = pred.valid and len(pred) >= 1 and bool(pred.point_valid[0])
     fmt = 1.0 if has_point and len(pred) == 1 else 0.0

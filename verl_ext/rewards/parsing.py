@@ -251,7 +251,9 @@ def _clip(v: float) -> float:
     return 0.0 if v < 0.0 else (float(FRAME) if v > FRAME else v)
 
 
-def _objects_from_list(items: list, *, strict: bool) -> ParsedObjects:
+def _objects_from_list(items: list, *, strict: bool, scale: float = 1.0) -> ParsedObjects:
+    if scale != 1.0:  # model coordinates -> frame pixels before clipping (verl_ext.coords.frame_scale)
+        items = [_scaled(obj, scale) for obj in items[:MAX_OBJECTS]] + items[MAX_OBJECTS:]
     n_dropped = max(0, len(items) - MAX_OBJECTS)
     items = items[:MAX_OBJECTS]
     n = len(items)
@@ -304,6 +306,32 @@ def _objects_from_list(items: list, *, strict: bool) -> ParsedObjects:
     )
 
 
+def _scaled(obj: object, scale: float) -> object:
+    """``obj`` with the numbers of its ``bbox_2d`` / ``point_2d`` lists multiplied by ``scale`` (anything
+    else, e.g. a wrong type, is left for ``_coords`` to reject as before)."""
+    if not isinstance(obj, dict):
+        return obj
+    out = dict(obj)
+    for key in (BBOX_KEY, POINT_KEY):
+        value = obj.get(key)
+        if isinstance(value, list):
+            out[key] = [_times(v, scale) for v in value]
+    return out
+
+
+def _times(v: object, scale: float) -> object:
+    """``v * scale`` for an int / float coordinate (an int too large for a float stays as it is, for
+    ``_coords`` to call non-finite); anything else unchanged."""
+    if type(v) is float:
+        return v * scale
+    if type(v) is int:
+        try:
+            return float(v) * scale
+        except OverflowError:
+            return v
+    return v
+
+
 def _loads(text: str) -> tuple[object, str]:
     """json.loads with the failures a model can provoke turned into a reason."""
     try:
@@ -314,10 +342,13 @@ def _loads(text: str) -> tuple[object, str]:
         return None, BAD_JSON
 
 
-def parse_objects(answer: str | None) -> ParsedObjects:
+def parse_objects(answer: str | None, scale: float = 1.0) -> ParsedObjects:
     """Parse an ``<answer>`` content (``ParsedResponse.answer``) into ``ParsedObjects``.
 
-    Never raises; see the module docstring for every rule.
+    ``scale``: multiplies every coordinate before the frame rules apply (clipping to ``[0, FRAME]``,
+    ordering): the model's convention -> frame pixels, ``verl_ext.coords.frame_scale`` (1 for the
+    paper's absolute 840-frame pixels, 0.84 for Qwen3-VL's relative 0-1000). Never raises; see the
+    module docstring for every rule.
     """
     if answer is None:
         return _invalid(NO_ANSWER)
@@ -326,7 +357,7 @@ def parse_objects(answer: str | None) -> ParsedObjects:
         return _invalid(why)
     if not isinstance(data, list):
         return _invalid(NOT_A_LIST)
-    return _objects_from_list(data, strict=False)
+    return _objects_from_list(data, strict=False, scale=scale)
 
 
 @lru_cache(maxsize=4096)

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from verl.base_config import BaseConfig
 
 from verl_ext.constants import ANSWER_TEMPLATE, GT_LOSSES, GT_THINKING_REWARDS, INJECT_WHEN, SURROGATE_LOSS_MODES
+from verl_ext.coords import AUTO, check_coords
 from verl_ext.visurf.gt_styles import DEFAULT_GT_STYLE, GT_LOSS_TOKENS, gt_style_names
 from verl_ext.visurf.reward_control import ANSWER_FIELD, check_template, gt_response
 
@@ -90,6 +91,12 @@ class VisurfConfig(BaseConfig):
             (False), or (True) the row is dropped: each such file is rewritten beside itself as
             ``<name>.visurf_clean.parquet`` without those rows, the count logged
             (``verl_ext.visurf.source_check``).
+        coords: the policy's grounding coordinate convention (``verl_ext.coords``): "auto" (default:
+            detected from the actor's ``config.json`` ``model_type`` at start-up and written back here —
+            Qwen2.5-VL "abs840", Qwen3-VL / Qwen3.5 "rel1000"), "abs840" (absolute pixels of the 840
+            frame, the paper's) or "rel1000" (relative, 0-1000). Used by the GT renderer and the rewards
+            (the labels stay in the 840 frame); the data's declared convention must match (start-up check).
+            Applies with ``enable=False`` (GRPO) too.
     """
 
     enable: bool = True
@@ -105,6 +112,7 @@ class VisurfConfig(BaseConfig):
     gt_loss_tokens: str = "all"
     success_threshold: Optional[float] = None
     drop_bad_rows: bool = False
+    coords: str = AUTO
     _target_: str = "verl_ext.visurf.config.VisurfConfig"
 
     def __post_init__(self):
@@ -117,6 +125,7 @@ class VisurfConfig(BaseConfig):
         _one_of("gt_style", self.gt_style, gt_style_names())
         _one_of("gt_loss_tokens", self.gt_loss_tokens, GT_LOSS_TOKENS)
         check_template(self.gt_template)
+        check_coords(self.coords, "visurf.coords", allow_auto=True)
         gamma = self.luffy_gamma
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
             raise ValueError(f"visurf.luffy_gamma must be a number > 0, got {gamma!r}")
@@ -126,9 +135,17 @@ class VisurfConfig(BaseConfig):
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t != t):
             raise ValueError(f"visurf.success_threshold must be a number or null, got {t!r}")
 
+    @property
+    def resolved_coords(self) -> str:
+        """``coords``, with "auto" (a block the recipe's start-up did not resolve) as the paper's default."""
+        from verl_ext.coords import DEFAULT_COORDS
+
+        return DEFAULT_COORDS if self.coords == AUTO else self.coords
+
     def gt_response(self, ground_truth: Any, task: str) -> str:
         """The GT response text for a label under these switches (``reward_control.gt_response``)."""
-        return gt_response(ground_truth, task, align=self.align, template=self.gt_template)
+        return gt_response(ground_truth, task, align=self.align, template=self.gt_template,
+                           coords=self.resolved_coords)
 
 
 def visurf_config(node: Any = None) -> VisurfConfig:

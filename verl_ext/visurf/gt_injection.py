@@ -77,7 +77,8 @@ def gt_response_texts(
         key = (label_key(gt), str(source))
         if key not in memo:
             try:
-                memo[key] = (render_gt(gt, str(source), align=control.align, template=control.gt_template), "")
+                memo[key] = (render_gt(gt, str(source), align=control.align, template=control.gt_template,
+                                          coords=control.resolved_coords), "")
             except ValueError as e:
                 errors.setdefault(str(e), source)
                 memo[key] = ("", "bad_label")
@@ -289,7 +290,8 @@ class VisurfAgentLoopManager(AgentLoopManager):
             source = failing[0]
             gt = next(g for g, s in zip(ground_truths, sources) if str(s) == source)
             try:
-                render_gt(gt, source, align=self.visurf.align, template=self.visurf.gt_template)
+                render_gt(gt, source, align=self.visurf.align, template=self.visurf.gt_template,
+                          coords=self.visurf.resolved_coords)
                 why = "?"
             except ValueError as e:
                 why = str(e)

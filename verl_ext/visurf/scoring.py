@@ -15,16 +15,20 @@ import inspect
 import math
 from typing import Any
 
+from verl_ext.coords import EXTRA_INFO_KEY as COORDS_KEY
 from verl_ext.visurf import columns as C
 
 __all__ = ["score_row", "score_row_async"]
 
 
-def _row_extra(extra_info: Any, is_gt: bool, gt_thinking_reward: str) -> dict:
-    """The row's ``extra_info`` plus ``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2)."""
+def _row_extra(extra_info: Any, is_gt: bool, gt_thinking_reward: str, coords: str | None = None) -> dict:
+    """The row's ``extra_info`` plus ``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2) and, when
+    given, the run's coordinate convention under ``"coords"`` (``verl_ext.coords``)."""
     extra = dict(extra_info) if isinstance(extra_info, dict) else {}
     extra[C.IS_GT] = bool(is_gt)
     extra["gt_thinking_reward"] = gt_thinking_reward
+    if coords is not None:
+        extra[COORDS_KEY] = coords
     return extra
 
 
@@ -53,7 +57,8 @@ def _score_dict(result: Any, data_source: str) -> dict:
 
 
 def score_row(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
-              is_gt: bool, gt_thinking_reward: str, reward_kwargs: dict | None = None) -> dict:
+              is_gt: bool, gt_thinking_reward: str, reward_kwargs: dict | None = None,
+              coords: str | None = None) -> dict:
     """Score one row with a verl-signature reward function: ``compute_score(data_source=...,
     solution_str=..., ground_truth=..., extra_info=...)``, ``extra_info`` being the row's own plus
     ``is_gt`` and ``gt_thinking_reward`` (docs/METHOD.md §3.2), so any function — the project's scorers,
@@ -63,8 +68,10 @@ def score_row(compute_score, data_source: str, response: str, ground_truth: Any,
     An ``async def`` function (verl allows one) is run to completion here with ``asyncio.run``
     (for callers without an event loop: the start-up check, an executor thread); the reward
     manager awaits one on its own loop instead (``score_row_async``). ``reward_kwargs``: the
-    reward-model keywords of a run with a reward model (``ViSurfRewardManager.reward_kwargs``)."""
-    extra = _row_extra(extra_info, is_gt, gt_thinking_reward)
+    reward-model keywords of a run with a reward model (``ViSurfRewardManager.reward_kwargs``);
+    ``coords``: the run's coordinate convention, put in ``extra_info["coords"]`` (the recipe's scorers
+    read the answer's coordinates in it; a user's function may)."""
+    extra = _row_extra(extra_info, is_gt, gt_thinking_reward, coords)
     with _naming_row(data_source, ground_truth, extra):
         result = compute_score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
                                extra_info=extra, **(reward_kwargs or {}))
@@ -74,11 +81,12 @@ def score_row(compute_score, data_source: str, response: str, ground_truth: Any,
 
 
 async def score_row_async(compute_score, data_source: str, response: str, ground_truth: Any, extra_info: Any, *,
-                          is_gt: bool, gt_thinking_reward: str, reward_kwargs: dict | None = None) -> dict:
+                          is_gt: bool, gt_thinking_reward: str, reward_kwargs: dict | None = None,
+                          coords: str | None = None) -> dict:
     """``score_row`` for an ``async def`` reward function, awaited on the running event loop as
     verl 0.9.1's own reward managers await one (``NaiveRewardManager.run_single``,
     ``verl/experimental/reward_loop/reward_manager/naive.py`` lines 30 and 66-73)."""
-    extra = _row_extra(extra_info, is_gt, gt_thinking_reward)
+    extra = _row_extra(extra_info, is_gt, gt_thinking_reward, coords)
     with _naming_row(data_source, ground_truth, extra):
         result = await compute_score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
                                      extra_info=extra, **(reward_kwargs or {}))

@@ -4,13 +4,18 @@ Run once in the driver by the recipe's start-up validation (``check_data_sources
 before ray starts. Every local parquet file of ``data.train_files`` / ``data.val_files`` is
 streamed once (``scan_labels``: ``ParquetFile.iter_batches`` of ``SCAN_BATCH_ROWS`` rows, only the
 columns ``data.reward_fn_key`` and ``reward_model.ground_truth``; ``extra_info`` only for the
-sampled rows), so memory is bounded by one batch, not by the data. From the stream:
+sampled rows; ``extra_info.coords`` when the file has it), so memory is bounded by one batch, not by
+the data. From the stream:
 
 0. **every label** (``label_problem``) — a label the GT renderer rejects (``render_gt``: the label
    rules shared with the recipe's scorers, ``verl_ext/rewards/labels.py``), or a missing label
    where the source's reward raises on one (probed once per source), would crash the reward
    workers mid-training: the run stops naming file, row, data_source and the reason — or, with
    ``visurf.drop_bad_rows=True``, the rows are dropped (``drop_rows``) and counted in the log.
+0. **every row's coordinate convention** (``check_declared_coords``) — an object-task row whose prompt
+   was written for another convention than the run's ``visurf.coords`` (``extra_info["coords"]``,
+   missing = ``abs840``; ``verl_ext.coords``) stops the run naming the first such file and row and the
+   fix (re-run data_prep with ``--coords``, or set ``visurf.coords``).
 
 And on the first ``SAMPLE_ROWS`` rows of every ``data_source`` (the column ``data.reward_fn_key``):
 
@@ -59,6 +64,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from verl_ext.constants import DATA_SOURCE_TASK
+from verl_ext.coords import ABS840
+from verl_ext.coords import EXTRA_INFO_KEY as COORDS_KEY
 from verl_ext.rewards.labels import is_missing
 
 __all__ = [
@@ -66,6 +73,7 @@ __all__ = [
     "SCAN_BATCH_ROWS",
     "LabelScan",
     "check_data_sources",
+    "check_declared_coords",
     "drop_rows",
     "is_recipe_reward",
     "label_problem",
@@ -101,6 +109,8 @@ class LabelScan:
     skipped: list[str] = field(default_factory=list)  # files not read (not local parquet, no key column)
     problems: list[str] = field(default_factory=list)  # the first MAX_REPORTED problems, "file row i ..."
     n_problems: int = 0
+    # data_source -> {convention its rows declare (extra_info["coords"], missing = abs840): "file row i" of the first}
+    declared: dict[str, dict[str, str]] = field(default_factory=dict)
     bad_rows: dict[str, np.ndarray] = field(default_factory=dict)  # file -> row indices with a problem
     n_rows: int = 0
 
@@ -175,13 +185,20 @@ def scan_labels(files: Sequence[str], key: str, per_source: int = SAMPLE_ROWS,
                              f"by data.reward_fn_key={key!r}, so no row could be scored; write the file with "
                              "data_prep (it sets data_source), or add the column")
         columns = [key] + (["reward_model.ground_truth"] if "reward_model" in names else [])
+        has_coords = _has_coords_field(pf.schema_arrow)
+        if has_coords:
+            columns.append(f"extra_info.{COORDS_KEY}")
         sampled: list[tuple[int, str, Any]] = []  # (row, source, label) of this file's samples
         bad: list[int] = []
         offset = 0
         for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
             sources = batch.column(key).to_pylist()
+            declared = (batch.column("extra_info").field(COORDS_KEY).to_pylist() if has_coords
+                        else [None] * batch.num_rows)
             for i, (source, label) in enumerate(zip(sources, _labels(batch, names))):
                 source = str(source)
+                scan.declared.setdefault(source, {}).setdefault(
+                    ABS840 if declared[i] is None else str(declared[i]), f"{path} row {offset + i}")
                 bucket = scan.samples.setdefault(source, [])
                 if len(bucket) < per_source:
                     bucket.append({"ground_truth": label, "extra_info": None})
@@ -209,6 +226,16 @@ def scan_labels(files: Sequence[str], key: str, per_source: int = SAMPLE_ROWS,
                 if seen > last:
                     break
     return scan
+
+
+def _has_coords_field(schema: Any) -> bool:
+    """The file's ``extra_info`` is a struct with a ``coords`` field (``data_prep --coords``)."""
+    import pyarrow as pa
+
+    if "extra_info" not in schema.names:
+        return False
+    kind = schema.field("extra_info").type
+    return pa.types.is_struct(kind) and kind.get_field_index(COORDS_KEY) >= 0
 
 
 def sample_rows(files: Sequence[str], key: str,
@@ -299,7 +326,8 @@ def _render(rows: list[dict], source: str, visurf: Any) -> tuple[dict | None, st
         if is_missing(row["ground_truth"]):
             continue
         try:
-            text = render_gt(row["ground_truth"], source, align=visurf.align, template=visurf.gt_template)
+            text = render_gt(row["ground_truth"], source, align=visurf.align, template=visurf.gt_template,
+                             coords=visurf.resolved_coords)
         except ValueError as e:
             problem = str(e)
             continue
@@ -334,7 +362,8 @@ def label_problem(source: str, label: Any, visurf: Any, missing_problem: Callabl
     if is_missing(label):
         return missing_problem(source)
     try:
-        render_gt(label, source, align=visurf.align, template=visurf.gt_template)
+        render_gt(label, source, align=visurf.align, template=visurf.gt_template,
+                  coords=visurf.resolved_coords)
     except ValueError as e:
         return str(e)
     return ""
@@ -469,10 +498,44 @@ def check_data_sources(config: DictConfig) -> dict[str, str]:
                 "Train them in separate runs, or set reward.custom_reward_function to one function that returns "
                 "the same keys for every source")
 
+    for split in ("train", "val"):
+        check_declared_coords(scans[split].declared, visurf.resolved_coords)
     if visurf.enable:
         _check_gts(config, samples, visurf, reward_fn, scored_by)
     _handle_label_problems(config, scans, visurf.drop_bad_rows)
     return scored_by
+
+
+def check_declared_coords(declared: dict[str, dict[str, str]], coords: str) -> None:
+    """Stop when rows of an object-task source (grounding, gui, anomaly, lesion) declare a coordinate
+    convention (``extra_info["coords"]``, missing = ``abs840``; ``verl_ext.coords``) other than the run's
+    ``coords``: their prompts ask the model for the other convention, which the recipe does not rewrite.
+    Labels need no such check: they are always in the 840 frame and converted by the GT renderer and the
+    rewards. ``declared``: ``LabelScan.declared`` (every row of the files, streamed). ValueError naming
+    the source, the first such file and row, both conventions and the two fixes; also for a declared
+    value that is not a convention."""
+    from verl_ext.coords import check_coords
+    from verl_ext.rewards.labels import OBJECT_TASKS
+
+    for source, found in sorted(declared.items()):
+        if DATA_SOURCE_TASK.get(source) not in OBJECT_TASKS:
+            continue
+        for value, where in sorted(found.items()):
+            try:
+                check_coords(value, f"extra_info[{COORDS_KEY!r}]")
+            except ValueError as e:
+                raise ValueError(f"visurf: {where} (data_source={source!r}): {e}") from None
+            if value != coords:
+                how = (f" (no extra_info[{COORDS_KEY!r}]: data_prep's default, the Qwen2.5-VL prompts)"
+                       if value == ABS840 else "")
+                raise ValueError(
+                    f"visurf: the run's coordinate convention is visurf.coords={coords}, but {where} "
+                    f"(data_source={source!r}) was prepared for {value}{how}: its prompt asks the model for "
+                    f"{value} coordinates. Labels are converted (they stay in the 840 frame), prompts are not. "
+                    f"Fix: re-run data_prep with --coords {coords} (same labels, the {coords} prompt), or set "
+                    f"visurf.coords={value} if this model answers in {value} coordinates (visurf.coords=auto reads "
+                    f"the actor's config.json model_type, and falls back to abs840 when it cannot: a hub id not "
+                    f"downloaded yet, a family outside verl_ext.coords.MODEL_TYPE_COORDS)")
 
 
 def _handle_label_problems(config: DictConfig, scans: dict[str, LabelScan], drop: bool) -> None:
@@ -518,16 +581,18 @@ def _check_gts(config: DictConfig, samples: dict[str, list[dict]], visurf: Any,
         texts = []
         for r in rows:
             try:
-                texts.append(render_gt(r["ground_truth"], source, align=visurf.align, template=visurf.gt_template))
+                texts.append(render_gt(r["ground_truth"], source, align=visurf.align,
+                                       template=visurf.gt_template, coords=visurf.resolved_coords))
             except ValueError:  # missing / bad: counted by the label scan
                 pass
         rendered[source] = texts
         if reward_fn is None:
             continue
+        coords = visurf.resolved_coords
         gt = score_row(reward_fn, source, row["gt_text"], row["ground_truth"], row["extra_info"],
-                       is_gt=True, gt_thinking_reward=thinking)["score"]
+                       is_gt=True, gt_thinking_reward=thinking, coords=coords)["score"]
         empty = score_row(reward_fn, source, EMPTY_RESPONSE, row["ground_truth"], row["extra_info"],
-                          is_gt=False, gt_thinking_reward=thinking)["score"]
+                          is_gt=False, gt_thinking_reward=thinking, coords=coords)["score"]
         if not gt > empty:
             raise ValueError(
                 f"visurf: the GT of data_source {source!r} renders as {row['gt_text']!r} "
