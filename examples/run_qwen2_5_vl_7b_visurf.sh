@@ -47,6 +47,7 @@ MINI_BATCH=${MINI_BATCH:-$PROMPT_BATCH}         # prompts per actor update (= ba
 MAX_PROMPT=${MAX_PROMPT:-1300}
 MAX_RESPONSE=${MAX_RESPONSE:-2048}
 VISURF_ENABLE=${VISURF_ENABLE:-True}            # False = plain GRPO (run_qwen2_5_vl_7b_grpo.sh)
+COORDS=${COORDS:-auto}                          # grounding coordinates (verl_ext/coords.py): auto = the model's
 # --- schedule ---
 TOTAL_EPOCHS=${TOTAL_EPOCHS:-1}
 TOTAL_STEPS=${TOTAL_STEPS:-null}                # null: epochs decide
@@ -57,6 +58,7 @@ source "$ROOT/examples/device.sh"   # PY and, with DEVICE=cpu, the CPU environme
 
 OVERRIDES=(
     visurf.enable="$VISURF_ENABLE"
+    visurf.coords="$COORDS"
     data.train_files="$TRAIN_FILES"
     data.val_files="$VAL_FILES"
     data.train_batch_size="$PROMPT_BATCH"
