@@ -80,8 +80,8 @@ def test_cpu_switch_applies_cpu_config_but_not_over_user_keys(monkeypatch):
     (["actor_rollout_ref.actor.optim.weight_decay=-0.1"], r"optim.weight_decay must be a number >= 0"),
     (["actor_rollout_ref.actor.optim.clip_grad=0"], r"optim.clip_grad must be a number > 0"),
     (["+visurf.smoothng=True"], r"unknown visurf setting\(s\): visurf.smoothng \(did you mean visurf.smoothing\?\)"),
-    (["+visurf.colour=1", "+visurf.aling=False"],
-     r"visurf.aling \(did you mean visurf.align\?\); visurf.colour. The visurf: block has enable, inject_when"),
+    (["+visurf.flavour=1", "+visurf.aling=False"],  # no visurf key is close to "flavour": no suggestion
+     r"visurf.aling \(did you mean visurf.align\?\); visurf.flavour. The visurf: block has enable, inject_when"),
 ])
 def test_bad_settings_fail_before_anything_starts(monkeypatch, overrides, message):
     monkeypatch.delenv("VERL_PLATFORM", raising=False)
