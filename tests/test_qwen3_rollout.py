@@ -19,21 +19,15 @@ seconds (their outputs then depend on the 3-D positions of the image tokens):
 from __future__ import annotations
 
 import asyncio
-import io
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from test_rollout_fidelity import IMAGE_SIDE, MAX_NEW, _forward_log_probs, _prompt_text, _sft
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FIDELITY = Path(__file__).resolve().parent / "test_rollout_fidelity.py"
+from test_rollout_fidelity import (IMAGE_SIDE, MAX_NEW, _forward_log_probs, _prompt_text, _sft,
+                                   rollout_under_forward_and_verl_actor)
 
 
 def _trained(model_dir: Path, out: Path) -> Path:
@@ -182,33 +176,12 @@ def test_server_greedy_log_probs_equal_a_full_input_forward(trained, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_verl_actor_old_log_probs_equal_a_full_input_forward(trained, tmp_path, family):
-    from transformers import AutoModelForImageTextToText
-
-    from verl_ext.cpu.launcher import CPU_ENV
-    from verl_ext.model_inputs import build_model_inputs
-
-    model_dir = trained[family]
-    server, processor, prompt_ids, image = _case(model_dir)
-    out = asyncio.run(server.generate(prompt_ids, {"temperature": 1.0, "max_tokens": MAX_NEW}, "a",
-                                      image_data=[image]))
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-    forced = _forward_log_probs(model, build_model_inputs(processor, prompt_ids + out.token_ids, [image]),
-                                len(prompt_ids))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    torch.save({"prompt_ids": prompt_ids, "response_ids": out.token_ids, "rollout_log_probs": out.log_probs,
-                "image_png": buf.getvalue()}, tmp_path / "rollout.pt")
-    env = {**os.environ, **CPU_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                                             os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, str(FIDELITY), "actor", str(model_dir), str(tmp_path / "rollout.pt"),
-                           str(tmp_path / "actor.pt")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    result = torch.load(tmp_path / "actor.pt")
-    actor = result["old_log_probs"]
+    server, processor, prompt_ids, image = _case(trained[family])
+    forced, actor, metrics = rollout_under_forward_and_verl_actor(server, processor, prompt_ids, image,
+                                                                  trained[family], tmp_path)
     assert actor.shape == forced.shape
     diff = (actor - forced).abs().max().item()
     print(f"\n[fidelity] {family}: verl actor old_log_prob vs full-input forward max |diff| = {diff:.3g}; "
-          f"rollout_probs_diff_max = {result['metrics']['training/rollout_probs_diff_max']:.3g}")
+          f"rollout_probs_diff_max = {metrics['training/rollout_probs_diff_max']:.3g}")
     assert diff < 1e-4
-    assert result["metrics"]["training/rollout_probs_diff_max"] < 1e-4
+    assert metrics["training/rollout_probs_diff_max"] < 1e-4

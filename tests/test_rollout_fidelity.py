@@ -311,28 +311,41 @@ def test_verl_actor_old_log_probs_equal_a_full_input_forward(case, trained_dir, 
 
     server, processor, _, prompt_ids, image = case
     torch.manual_seed(7)
+    forced, actor, metrics = rollout_under_forward_and_verl_actor(server, processor, prompt_ids, image,
+                                                                  trained_dir, tmp_path)
+    assert actor.shape == forced.shape
+    assert (actor - forced).abs().max().item() < 1e-4
+    assert metrics["training/rollout_probs_diff_max"] < 1e-4
+
+
+def rollout_under_forward_and_verl_actor(server, processor, prompt_ids: list[int], image, model_dir,
+                                         tmp_path: Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One server rollout (temperature 1, ``MAX_NEW`` tokens) of ``prompt_ids`` with ``image``, scored twice:
+    ``(forced, actor, metrics)`` = its log-probs under a full-input HF forward of ``model_dir``, under verl's
+    actor in a child process with the recipe's CPU config (``_verl_actor_log_probs``), and that actor's
+    metrics (``training/rollout_probs_diff_max`` ...)."""
+    from transformers import AutoModelForImageTextToText
+
+    from verl_ext.cpu.launcher import CPU_ENV
+    from verl_ext.model_inputs import build_model_inputs
+
     out = asyncio.run(server.generate(prompt_ids, {"temperature": 1.0, "max_tokens": MAX_NEW}, "a",
                                       image_data=[image]))
-    model = AutoModelForImageTextToText.from_pretrained(trained_dir, dtype=torch.float32).eval()
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
     forced = _forward_log_probs(model, build_model_inputs(processor, prompt_ids + out.token_ids, [image]),
                                 len(prompt_ids))
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     torch.save({"prompt_ids": prompt_ids, "response_ids": out.token_ids, "rollout_log_probs": out.log_probs,
                 "image_png": buf.getvalue()}, tmp_path / "rollout.pt")
-    from verl_ext.cpu.launcher import CPU_ENV
-
     env = {**os.environ, **CPU_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                                              os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, __file__, "actor", str(trained_dir), str(tmp_path / "rollout.pt"),
-                           str(tmp_path / "actor.pt")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "actor", str(model_dir),
+                           str(tmp_path / "rollout.pt"), str(tmp_path / "actor.pt")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     result = torch.load(tmp_path / "actor.pt")
-    actor = result["old_log_probs"]
-    assert actor.shape == forced.shape
-    assert (actor - forced).abs().max().item() < 1e-4
-    assert result["metrics"]["training/rollout_probs_diff_max"] < 1e-4
+    return forced, result["old_log_probs"], result["metrics"]
 
 
 def _verl_actor_log_probs(model_dir: str, rollout_path: str, out_path: str) -> None:
