@@ -26,33 +26,8 @@ import pytest
 import torch
 from PIL import Image
 
-from test_rollout_fidelity import (IMAGE_SIDE, MAX_NEW, _forward_log_probs, _prompt_text, _sft,
-                                   rollout_under_forward_and_verl_actor)
-
-
-def _trained(model_dir: Path, out: Path) -> Path:
-    """``model_dir`` after 200 plain SFT steps on synthetic grounding answers (as ``trained_dir`` of
-    tests/test_rollout_fidelity.py)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from data_prep.synthetic import grounding_sample
-
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    samples = [grounding_sample(rng, IMAGE_SIDE) for _ in range(32)]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _sft(model, processor, samples, optimizer, steps=200)
-    finally:
-        torch.set_num_threads(threads)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / "generation_config.json").write_bytes((model_dir / "generation_config.json").read_bytes())
-    return out
+from test_rollout_fidelity import (IMAGE_SIDE, MAX_NEW, _forward_log_probs, _prompt_text,
+                                   rollout_under_forward_and_verl_actor, train_tiny)
 
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
@@ -66,7 +41,7 @@ def tiny_dirs(tiny_model_dir, tiny_qwen3_vl_dir, tiny_qwen3_5_dir) -> dict[str, 
 @pytest.fixture(scope="module")
 def trained(tiny_dirs, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("trained")
-    return {family: _trained(tiny_dirs[family], root / family) for family in FAMILIES}
+    return {family: train_tiny(tiny_dirs[family], root / family) for family in FAMILIES}
 
 
 def _case(model_dir: Path):

@@ -50,16 +50,20 @@ def _prompt_text(processor, question: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model after 200 plain SFT steps (~5 s) on synthetic grounding answers
-    ``<think>look.</think><answer>[...]</answer>``: its next-token distribution now depends on
-    where the answer text sits, i.e. on the 3-D positions of the image tokens before it."""
+    """The tiny model after 200 plain SFT steps (~5 s) on synthetic grounding answers (``train_tiny``)."""
+    return train_tiny(tiny_model_dir, tmp_path_factory.mktemp("trained") / "model")
+
+
+def train_tiny(model_dir: Path, out: Path) -> Path:
+    """``model_dir`` after 200 plain SFT steps on 32 synthetic grounding answers
+    ``<think>look.</think><answer>[...]</answer>``, saved to ``out``: its next-token distribution now
+    depends on where the answer text sits, i.e. on the 3-D positions of the image tokens before it."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from data_prep.synthetic import grounding_sample
 
-    out = tmp_path_factory.mktemp("trained") / "model"
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     torch.manual_seed(0)
     rng = random.Random(0)
     samples = [grounding_sample(rng, IMAGE_SIDE) for _ in range(32)]
@@ -72,7 +76,7 @@ def trained_dir(tiny_model_dir, tmp_path_factory) -> Path:
         torch.set_num_threads(threads)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "generation_config.json").write_bytes((tiny_model_dir / "generation_config.json").read_bytes())
+    (out / "generation_config.json").write_bytes((model_dir / "generation_config.json").read_bytes())
     return out
 
 
