@@ -2,7 +2,7 @@
 # ViSurf on CPU, end to end, in a few minutes, showing that it trains a model: starts from a cached
 # tiny Qwen2.5-VL that behaves like a small instruction-tuned VLM on a synthetic source task -- asked
 # to think, it writes what it sees in the image and which object it picks, then answers; asked to
-# answer directly, it answers (built on first use, ~3.5 min, then reused: recipe/visurf/micro/base.py)
+# answer directly, it answers (built on first use, then reused: recipe/visurf/micro/base.py; times: docs/RESULTS.md "Budget (measured)")
 # -- and trains SFT (verl's SFT trainer), GRPO and ViSurf (the real verl 0.9.1 trainer,
 # recipe.visurf.main_visurf) on the same rows of a target task for the same number of steps, each at
 # its lr (recipe/visurf/micro/demo.py: LRS); prints ViSurf's per-step metrics and a before/after
