@@ -128,7 +128,7 @@ def prepare_config(config: DictConfig, user_keys: set[str] | None = None) -> Dic
             cpu_ray = ray_init_config(rollout_env(name))
             # an existing cluster (ray_init.address or RAY_ADDRESS) has its own resources: ray.init
             # refuses num_cpus / num_gpus then, and the dashboard is the cluster's
-            joining = bool(ray_init.get("address") or os.environ.get("RAY_ADDRESS"))
+            joining = joins_cluster(config)
             for key in () if joining else ("num_cpus", "num_gpus", "include_dashboard"):
                 if f"ray_kwargs.ray_init.{key}" not in user_keys and ray_init.get(key) is None:
                     ray_init[key] = cpu_ray[key]
@@ -157,11 +157,16 @@ def run_visurf(config: DictConfig, user_keys: set[str] | None = None) -> None:
     runner = ray.remote(num_cpus=1)(ViSurfTaskRunner)
     if cpu.is_enabled() and is_vllm_rollout(config):
         # ray.shutdown() joining a cluster only disconnects; the segments are then still mapped and stay
-        joining = bool(config.ray_kwargs.ray_init.get("address") or os.environ.get("RAY_ADDRESS"))
-        with reclaim_shm(shutdown_ray=not joining):
+        with reclaim_shm(shutdown_ray=not joins_cluster(config)):
             run_ppo(config, task_runner_class=runner)
     else:
         run_ppo(config, task_runner_class=runner)
+
+
+def joins_cluster(config: DictConfig) -> bool:
+    """Whether the run joins an existing ray cluster (``ray_kwargs.ray_init.address`` or ``RAY_ADDRESS``)
+    instead of starting one."""
+    return bool(config.ray_kwargs.ray_init.get("address") or os.environ.get("RAY_ADDRESS"))
 
 
 def use_visurf_trainer() -> None:
