@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from test_rollout_fidelity import (IMAGE_SIDE, MAX_NEW, _forward_log_probs, _prompt_text,
+                                   built_inputs_equal_the_processor_batch,
                                    rollout_under_forward_and_verl_actor, train_tiny)
 
 
@@ -81,20 +82,7 @@ def test_tiny_qwen3_models_with_qwen3_vl_chat_template(tiny_dirs, family, cls):
 
 
 def test_build_model_inputs_equals_the_qwen3_vl_processor_output(tiny_qwen3_vl_dir):
-    from transformers import AutoProcessor
-
-    from verl_ext.model_inputs import build_model_inputs, encode_prompts
-
-    processor = AutoProcessor.from_pretrained(tiny_qwen3_vl_dir)
-    images = [Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "red"), Image.new("RGB", (128, 160), "blue")]
-    texts = [_prompt_text(processor, "the red circle"), _prompt_text(processor, "all the blue squares")]
-    full = encode_prompts(processor, texts, images)
-    ids = [processor(text=[t], images=[i])["input_ids"][0] for t, i in zip(texts, images)]
-    built = build_model_inputs(processor, ids, images)
-    assert set(built) == set(full) == {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values",
-                                       "image_grid_thw"}
-    for key in full:
-        assert torch.equal(built[key], full[key]), key
+    *_, built = built_inputs_equal_the_processor_batch(tiny_qwen3_vl_dir, second_image=(128, 160))
     # hand-computed: 224 px / 16 = 14x14 patches merged 2x2 -> 49 tokens; 128 w x 160 h -> 10x8 patches -> 20
     assert built["image_grid_thw"].tolist() == [[1, 14, 14], [1, 10, 8]]
     assert built["mm_token_type_ids"].sum(1).tolist() == [49, 20]

@@ -122,13 +122,16 @@ def _forward_log_probs(model, inputs, n_prompt: int, blocked: list[int] = ()) ->
 
 
 # ----------------------------------------------------------------------------- the helper
-def test_build_model_inputs_equals_the_processor_output(tiny_model_dir):
+def built_inputs_equal_the_processor_batch(model_dir: Path, second_image: tuple[int, int]) -> tuple:
+    """``build_model_inputs`` of two prompts (an ``IMAGE_SIDE`` square and a ``second_image`` w x h image),
+    built from their token ids one by one, equals the processor's own left-padded batch of the same texts and
+    images, key for key; returns ``(processor, texts, images, ids, built)`` for the family's own checks."""
     from transformers import AutoProcessor
 
     from verl_ext.model_inputs import build_model_inputs, encode_prompts
 
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    images = [Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "red"), Image.new("RGB", (112, 140), "blue")]
+    processor = AutoProcessor.from_pretrained(model_dir)
+    images = [Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "red"), Image.new("RGB", second_image, "blue")]
     texts = [_prompt_text(processor, "the red circle"), _prompt_text(processor, "all the blue squares")]
     full = encode_prompts(processor, texts, images)  # left-padded batch, straight from the processor
     ids = [processor(text=[t], images=[i])["input_ids"][0] for t, i in zip(texts, images)]
@@ -137,6 +140,13 @@ def test_build_model_inputs_equals_the_processor_output(tiny_model_dir):
                                        "image_grid_thw"}
     for key in full:
         assert torch.equal(built[key], full[key]), key
+    return processor, texts, images, ids, built
+
+
+def test_build_model_inputs_equals_the_processor_output(tiny_model_dir):
+    from verl_ext.model_inputs import build_model_inputs
+
+    processor, texts, images, ids, built = built_inputs_equal_the_processor_batch(tiny_model_dir, (112, 140))
     # hand-computed: 224 px -> 16x16 patches merged 2x2 -> 64 image tokens (type 1); 112 w x 140 h px -> 10x8 -> 20
     assert built["mm_token_type_ids"].sum(1).tolist() == [64, 20]
     assert built["image_grid_thw"].tolist() == [[1, 16, 16], [1, 10, 8]]
